@@ -38,6 +38,8 @@ class BinarizedNetwork:
     spec: NetworkSpec
     layers: list[BinarizedLayer]
     classes: list[str] = field(default_factory=list)
+    # Line ending of classes.txt; kept from a folder that was read so a rewrite is byte-identical.
+    classes_newline: str = "\n"
 
     @property
     def name(self) -> str:
