@@ -25,7 +25,7 @@ def cnv_cases():
 def test_cnv_scores_and_class(index, expected, reference_dir, tmp_path):
     case = expected["cnv"][index]
     picture = reference_dir / case["picture"]
-    if "64px thumbnail first" in case["input"]:
+    if "64px thumbnail" in case["input"]:
         # The notebook displayed a 64 px thumbnail, then classified that (already decoded) image:
         # recreate it losslessly so the CLI sees the same pixels.
         img = legacy_thumbnail(Image.open(picture), (64, 64))
