@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import numpy as np
 
 from bnnctl.errors import BnnctlError
-from bnnctl.infer import numpy_engine
+from bnnctl.infer import fastbnn, numpy_engine
 from bnnctl.model import BinarizedNetwork
 
 EngineFn = Callable[[BinarizedNetwork, np.ndarray], np.ndarray]
 
-ENGINES = ("auto", "numpy")
+# auto: the compiled engine when it was built at install time, else numpy.
+ENGINES = ("auto", "fast", "numpy")
+
+_warned = False
+
+
+def _warn_no_fast_engine() -> None:
+    """One line, once per process: the install had no C compiler (or the build failed)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn("the compiled fast engine is not built; using the slower numpy engine "
+                      "(reinstall bnnctl with a C compiler to get it)", RuntimeWarning, stacklevel=3)
 
 
 def get_engine(name: str = "auto") -> tuple[str, EngineFn]:
     """(engine name, run function). 'auto' picks the fastest engine available here."""
     if name not in ENGINES:
         raise BnnctlError(f"--engine {name}: expected one of {', '.join(ENGINES)}")
+    if name == "numpy":
+        return "numpy", numpy_engine.run_network
+    if fastbnn.available():
+        return "fast", fastbnn.run_network
+    if name == "fast":
+        raise BnnctlError(f"--engine fast: the compiled engine is not built here ({fastbnn.IMPORT_ERROR}); "
+                          "reinstall bnnctl with a C compiler or use --engine numpy")
+    _warn_no_fast_engine()
     return "numpy", numpy_engine.run_network

@@ -1,0 +1,93 @@
+"""Benchmark trainings of issue 3: epochs, wall time, device, s/epoch, float and hardware-exact
+test error for MNIST/lfcW1A1 and CUCUMBER-9/cnvW1A1, cnvW1A2, cnvW2A2.
+
+    .venv/bin/python benchmarks/train_accuracy.py                    # all four, recipe defaults
+    .venv/bin/python benchmarks/train_accuracy.py cucumber9-cnvW1A1 --threads 1
+    BNNCTL_DATA=/work/shared/data nohup .venv/bin/python benchmarks/train_accuracy.py \
+        cucumber9-cnvW1A1 --threads 1 > benchmarks/logs/cucumber9-cnvW1A1.log 2>&1 &
+
+Run folders go under benchmarks/logs/runs/ (git-ignored); the final figures of each run are
+copied to benchmarks/results/train-<dataset>-<network>.json (committed).
+Targets (issue 3): MNIST lfcW1A1 >= 98.9 % hardware-exact test accuracy; CUCUMBER-9 cnvW1A1
+<= 8 % hardware-exact test error; cnvW1A2 / cnvW2A2 lower than cnvW1A1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["mnist-lfcW1A1", "cucumber9-cnvW1A1", "cucumber9-cnvW1A2", "cucumber9-cnvW2A2"]
+
+
+def run_one(name: str, args) -> dict:
+    import torch
+
+    from bnnctl.topology import get_network
+    from bnnctl.train.recipe import VALID_FRACTION, recipe_for
+    from bnnctl.train.trainer import TrainConfig, run_training
+
+    dataset, network = name.split("-", 1)
+    recipe = recipe_for(get_network(network).topology)
+    config = TrainConfig(dataset=dataset, network=network, epochs=args.epochs or recipe.epochs,
+                         batch_size=recipe.batch_size, lr=args.lr or recipe.lr, seed=args.seed,
+                         valid_fraction=VALID_FRACTION, augment=recipe.augment)
+    out = HERE / "logs" / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    start = time.time()
+    result = run_training(config, out=out, device=args.device, progress=False,
+                          log=lambda line: print(f"[{name}] {line}", flush=True))
+    wall = time.time() - start
+    figures = {
+        "benchmark": name, "dataset": dataset, "network": network,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} ({os.cpu_count()} cpus)",
+        "device": result.device, "torch_threads": torch.get_num_threads(),
+        "epochs": result.epochs_run, "best_epoch": result.best_epoch, "batch_size": config.batch_size,
+        "lr": config.lr, "seed": config.seed,
+        "wall_seconds": round(wall, 1), "train_seconds": round(result.seconds, 1),
+        "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
+        "best_valid_error": round(result.best_valid_error, 5),
+        "float_test_error": round(result.float_test_error, 5),
+        "hardware_test_error": round(result.hw_test_error, 5),
+        "hardware_rule": result.rule, "run_dir": str(out),
+    }
+    path = HERE / "results" / f"train-{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("benchmarks", nargs="*", default=BENCHMARKS, help=f"any of {BENCHMARKS}")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")
+    args = parser.parse_args()
+    unknown = set(args.benchmarks) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {BENCHMARKS}")
+    os.environ.setdefault("BNNCTL_DATA", str(HERE.parent.parent / "shared" / "data"))
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"{'benchmark':20} {'epochs':>6} {'wall s':>8} {'device':>6} {'s/epoch':>8} "
+          f"{'float err':>9} {'hw err':>8}")
+    for name in args.benchmarks:
+        f = run_one(name, args)
+        print(f"{name:20} {f['epochs']:>6} {f['wall_seconds']:>8.0f} {f['device']:>6} "
+              f"{f['seconds_per_epoch']:>8.2f} {100 * f['float_test_error']:>8.2f}% "
+              f"{100 * f['hardware_test_error']:>7.2f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()

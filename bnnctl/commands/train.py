@@ -1,0 +1,133 @@
+"""`bnnctl train`: train a binarized CNV/LFC network and export it in the BNN-PYNQ .npz layout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bnnctl.commands.common import JSON_OPTION, emit_json, network_option
+from bnnctl.errors import BnnctlError
+from bnnctl.state import load_state, update_state
+
+DEFAULT_NETWORK = {"cucumber9": "cnvW1A1", "cifar10": "cnvW1A1", "mnist": "lfcW1A1"}
+
+
+def _explicit(ctx: click.Context) -> set[str]:
+    """Options the user typed (not defaults): --resume must not silently change them."""
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+
+
+@click.command()
+@click.argument("dataset", metavar="DATASET")
+@network_option(help="Network to train. Default: cnvW1A1 for cucumber9, cifar10 and image folders, "
+                     "lfcW1A1 for mnist.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs to train. Default: 200 (CNV), 100 (LFC).")
+@click.option("--batch-size", type=click.IntRange(min=2), help="Images per step. Default: 50 (CNV), 100 (LFC).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate at the start of the cosine decay. Default: 0.02 (CNV), 0.01 (LFC).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto uses CUDA when PyTorch sees a GPU.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder holding the datasets. Default: $BNNCTL_DATA, else the user cache "
+                   "(downloaded on first use).")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Run folder. Default: runs/<dataset>-<network>-<timestamp>; with --resume, the last run.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last completed epoch.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of initialisation, validation split, shuffling, augmentation and dropout.")
+@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Part of the training images held out to pick the best epoch.")
+@click.option("--limit", type=click.IntRange(min=1), hidden=True,
+              help="Test/debug only: use the first N training images (and N test images).")
+@click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
+              help="Test/debug only: use the first N test images.")
+@click.option("--threads", type=click.IntRange(min=1), hidden=True,
+              help="CPU threads for PyTorch (default: PyTorch's choice).")
+@JSON_OPTION
+@click.pass_context
+def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
+          valid_fraction, limit, test_limit, threads, as_json):
+    """Train a binarized network on DATASET and export it for BNN-PYNQ.
+
+    \b
+    DATASET is cucumber9, cifar10, mnist, or a folder with one sub-folder of images
+    per class (any image size: brought to 32x32 / 28x28 by the same pre-processing
+    as `bnnctl infer`). A seeded part of the training images is held out to choose
+    the best epoch; the test split is only used for the final report.
+
+    \b
+    The run folder receives <dataset>-<network>.npz (best validation epoch, Lasagne
+    layout of BNN-PYNQ), classes.txt, metrics.json and a checkpoint after every
+    epoch. Ctrl-C stops after saving; --resume continues exactly where it stopped.
+    At the end the best model is converted as `bnnctl binarize` would and its
+    hardware-exact test error (bit-exact integer engine) is reported next to the
+    float model's error. The run is recorded so that a bare `bnnctl binarize`
+    picks it up. Needs PyTorch: pip install 'bnnctl[train]'.
+
+    \b
+    Examples:
+      bnnctl train cucumber9
+      bnnctl train mnist --epochs 20 --device cuda
+      bnnctl train ./my-photos --network cnvW1A2 --out runs/photos
+      bnnctl train cucumber9 --out runs/photos --resume
+    """
+    try:
+        import torch
+    except ImportError:
+        raise BnnctlError("training needs PyTorch: pip install 'bnnctl[train]'") from None
+    from bnnctl.topology import get_network
+    from bnnctl.train.recipe import recipe_for
+    from bnnctl.train.trainer import TrainConfig, run_training
+
+    explicit = _explicit(ctx)
+    if threads:
+        torch.set_num_threads(threads)
+    if resume and out is None:
+        state = load_state()
+        if not state.get("run_dir"):
+            raise BnnctlError("--resume: no --out given and no run recorded in the workspace state")
+        out = Path(state["run_dir"])
+    network = network or DEFAULT_NETWORK.get(dataset, "cnvW1A1")
+    recipe = recipe_for(get_network(network).topology)
+    config = TrainConfig(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
+                         batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr, seed=seed,
+                         valid_fraction=valid_fraction, augment=recipe.augment,
+                         data_dir=str(data_dir) if data_dir else None, limit=limit,
+                         test_limit=test_limit)
+
+    # With --json stdout carries only the final object; epoch lines go to stderr.
+    def log(line: str) -> None:
+        click.echo(line, err=as_json)
+
+    result = run_training(config, out=out, device=device, resume=resume, explicit=explicit, log=log,
+                          progress=sys.stderr.isatty())
+    classes = _read_classes(result.out_dir)
+    update_state(run_dir=result.out_dir.resolve(), npz=result.npz.resolve(), dataset=config.dataset_label,
+                 network=config.network, classes=classes)
+    summary = {
+        "run_dir": str(result.out_dir), "npz": str(result.npz), "dataset": config.dataset_label,
+        "network": config.network, "classes": classes, "device": result.device,
+        "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+        "best_valid_error": result.best_valid_error, "test_split": result.test_split,
+        "hardware_test_error": result.hw_test_error, "float_test_error": result.float_test_error,
+        "rule": result.rule, "train_seconds": round(result.seconds, 1),
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"best epoch {result.best_epoch}/{result.epochs_run}: validation error "
+               f"{100 * result.best_valid_error:.2f} %")
+    split = "test split" if result.test_split == "test" else result.test_split
+    click.echo(f"error on the {split}:")
+    click.echo(f"  hardware-exact (converted model, bit-exact integer engine, {result.rule} rule): "
+               f"{100 * result.hw_test_error:.2f} %")
+    click.echo(f"  float model (PyTorch, argmax):  {100 * result.float_test_error:.2f} %")
+    click.echo(f"wrote {result.npz}, classes.txt, metrics.json in {result.out_dir}")
+    click.echo("next: bnnctl binarize")
+
+
+def _read_classes(run_dir: Path) -> list[str]:
+    return (run_dir / "classes.txt").read_text(encoding="utf-8").split("\n")

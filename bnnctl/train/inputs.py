@@ -1,0 +1,62 @@
+"""Pixels -> exactly the values the accelerator's first layer sees, and photo augmentation.
+
+The input codes come from `bnnctl.infer.preprocess` (the board-exact pre-processing that
+`infer` uses), so training and inference can never drift apart:
+* CNV: 8-bit code q of spec §4.1 (value q/128). The code depends only on the byte value, so we
+  tabulate it once for all 256 values and apply the table on the device; augmentation works on
+  the uint8 pixels *before* that, like a real image reaching the board would.
+* LFC: the 784 input bits of spec §4.2 (pixel >= 128), as +-1 values (spec §2.3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Random-crop padding of the CNV recipe. The board's image pre-processing letterboxes every
+# non-square picture onto a *white* canvas (spec §4.1), so white borders are what the hardware
+# actually sees around real inputs; padding the crops with white teaches exactly that.
+CROP_PAD = 4
+PAD_VALUE = 255
+
+
+def cnv_code_table() -> torch.Tensor:
+    """float32 (256,): input value q/128 for every byte value, via the board-exact quantiser."""
+    from bnnctl.infer.preprocess import quantize_cnv
+
+    values = np.resize(np.arange(256, dtype=np.uint8), 32 * 32 * 3).reshape(1, 32, 32, 3)
+    codes = np.asarray(quantize_cnv(values), dtype=np.int64).reshape(-1)
+    table = np.zeros(256, np.float32)
+    table[values.reshape(-1)] = codes / 128.0
+    return torch.from_numpy(table)
+
+
+def lfc_values(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 784) +-1, the first 784 of the hardware's input bits."""
+    from bnnctl.infer.preprocess import binarize_lfc
+
+    bits = np.asarray(binarize_lfc(pixels))[:, :784].astype(np.float32)
+    return torch.from_numpy(bits * 2.0 - 1.0)
+
+
+def cnv_values(pixels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 32, 32, 3) RGB -> float (N, 3, 32, 32) values q/128, channels R, G, B."""
+    return table[pixels.long()].permute(0, 3, 1, 2).contiguous()
+
+
+def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 32x32 crop of the white-padded image and random horizontal flip (uint8 NHWC).
+
+    All random draws come from `generator` (on the CPU, so a run is reproducible on any device).
+    """
+    n, h, w, _ = pixels.shape
+    padded = torch.nn.functional.pad(pixels.permute(0, 3, 1, 2), (CROP_PAD,) * 4, value=PAD_VALUE)
+    padded = padded.permute(0, 2, 3, 1)
+    oy = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator).to(pixels.device)
+    ox = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator).to(pixels.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(pixels.device)
+    rows = oy[:, None] + torch.arange(h, device=pixels.device)  # (n, h)
+    cols = ox[:, None] + torch.arange(w, device=pixels.device)  # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    index = torch.arange(n, device=pixels.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]]

@@ -1,0 +1,88 @@
+"""CNV and LFC as PyTorch modules, built from the topology configs (spec §1.2, §1.3).
+
+Graph order per hidden layer: weights -> batch-norm -> quantised activation -> [max pool].
+The BNN-PYNQ Theano graph pooled *before* its batch-norm, but the hardware thresholds (= BN +
+quantiser) *before* it pools (spec §1.2, §4.3). Both orders agree when gamma > 0 and differ for
+gamma < 0 (spec §3.7.2), so we train in the hardware's order: then the converted integer model
+computes exactly the float graph whatever the sign of gamma. The Lasagne archive does not
+record the order, so the export layout is unchanged (architecture.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnnctl.topology import LayerSpec, NetworkSpec
+from bnnctl.train.layers import (
+    QuantConv2d,
+    QuantLinear,
+    ScalarBatchNorm,
+    batch_norm,
+    positive_gamma_needed,
+)
+from bnnctl.train.quant import quantize_ste
+
+# Dropout of the BNN-PYNQ MNIST recipe (spec §2.3); the CIFAR recipe has none.
+LFC_INPUT_DROPOUT = 0.2
+LFC_HIDDEN_DROPOUT = 0.5
+
+
+class Block(nn.Module):
+    """One layer of the archive: quantised weights + its batch-norm (+ activation and pool)."""
+
+    def __init__(self, layer: LayerSpec, out_features: int, output: bool, scalar_bn: bool):
+        super().__init__()
+        self.spec = layer
+        self.output = output
+        if layer.kind == "conv":
+            self.linear = QuantConv2d(layer.in_channels, out_features, layer.kernel, layer.weight_bits)
+        else:
+            self.linear = QuantLinear(layer.in_features, out_features, layer.weight_bits)
+        self.bn = ScalarBatchNorm() if scalar_bn else batch_norm(out_features, layer.kind == "conv")
+        # CNV's scalar output BN must keep the class order (see ScalarBatchNorm); LFC's output
+        # layer is thresholded to 1 bit like a hidden layer (spec §1.3).
+        self.bn.positive_gamma = scalar_bn or positive_gamma_needed(layer.kind, layer.input,
+                                                                    layer.activation_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.linear(x))
+        if self.output:
+            return x  # the loss sees the last batch-norm's output (spec §2.3)
+        x = quantize_ste(x, self.spec.activation_bits)
+        if self.spec.pool:
+            x = F.max_pool2d(x, 2)  # after the quantiser, as the hardware does (spec §4.3)
+        return x
+
+
+class BnnModel(nn.Module):
+    """A CNV or LFC network for `num_classes` classes; `blocks` follow the archive's layer order."""
+
+    def __init__(self, network: NetworkSpec, num_classes: int):
+        super().__init__()
+        if not 2 <= num_classes <= network.max_classes:
+            raise ValueError(f"{network.name} supports 2..{network.max_classes} classes, got {num_classes}")
+        self.network = network
+        self.num_classes = num_classes
+        blocks = []
+        last = len(network.layers) - 1
+        for layer in network.layers:
+            is_out = layer.index == last
+            width = num_classes if is_out else layer.rows  # the archive holds unpadded rows (§2)
+            blocks.append(Block(layer, width, output=is_out, scalar_bn=is_out and network.is_cnv))
+        self.blocks = nn.ModuleList(blocks)
+        self.input_dropout = nn.Dropout(LFC_INPUT_DROPOUT) if not network.is_cnv else nn.Identity()
+        self.hidden_dropout = nn.Dropout(LFC_HIDDEN_DROPOUT) if not network.is_cnv else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: CNV (N, 3, 32, 32) input values q/128; LFC (N, 784) values +-1."""
+        x = self.input_dropout(x)
+        for block in self.blocks:
+            if block.spec.kind == "dense" and x.dim() > 2:
+                # After conv 5 the map is 1x1, so (C, H, W) flattening is the channel order (§2.1).
+                x = x.flatten(1)
+            x = block(x)
+            if not block.output:
+                x = self.hidden_dropout(x)
+        return x

@@ -1,0 +1,359 @@
+"""One training run: data -> epochs (checkpoint each) -> best archive -> hardware-exact test.
+
+The public entry point is `run_training(config, ...)`; the click command only parses options
+and prints. Layout of a run folder:
+
+    <dataset>-<network>.npz   archive of the best validation epoch (spec §2 layout)
+    classes.txt               class names, no trailing newline (spec §3.6)
+    metrics.json              per-epoch figures, best epoch, config, versions, final test errors
+    checkpoint.pt             state after the last completed epoch (for --resume)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bnnctl import __version__
+from bnnctl.errors import BnnctlError
+from bnnctl.fsutil import atomic_write_text
+from bnnctl.topology import NetworkSpec, get_network
+from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from bnnctl.train.data import TrainingData, load_training_data
+from bnnctl.train.export import save_archive
+from bnnctl.train.hwtest import hardware_error
+from bnnctl.train.inputs import augment, cnv_code_table, cnv_values
+from bnnctl.train.layers import apply_constraints
+from bnnctl.train.models import BnnModel
+
+EVAL_BATCH = 500
+
+
+class TrainingInterrupted(BnnctlError):
+    """Ctrl-C: the last completed epoch is saved; exit code of SIGINT."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainConfig:
+    dataset: str  # cucumber9 | cifar10 | mnist | path of an image folder
+    network: str
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int = 1
+    valid_fraction: float = 0.1
+    augment: bool = False
+    data_dir: str | None = None
+    limit: int | None = None  # test-only: use the first N training images
+    test_limit: int | None = None  # test-only: use the first N test images (default: limit)
+
+    @property
+    def dataset_label(self) -> str:
+        """Name used in file names: the dataset, or the image folder's name."""
+        path = Path(self.dataset)
+        return path.name if path.is_dir() and self.dataset != path.name else self.dataset
+
+
+# Options that define the run; --resume refuses to change them because the continued run
+# would no longer be the one the checkpoint started (data split, schedule, model size).
+FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
+                   "augment", "limit", "test_limit")
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    npz: Path
+    best_epoch: int
+    best_valid_error: float
+    float_test_error: float
+    hw_test_error: float
+    test_split: str
+    rule: str
+    epochs_run: int
+    seconds: float
+    device: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def squared_hinge(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BNN-PYNQ loss (spec §2.3): mean(max(0, 1 - t*y)^2) with targets t = 2*onehot - 1."""
+    targets = F.one_hot(labels, outputs.shape[1]).to(outputs.dtype) * 2 - 1
+    return torch.clamp(1 - targets * outputs, min=0).pow(2).mean()
+
+
+def epoch_generators(seed: int, epoch: int) -> torch.Generator:
+    """Reseed every random stream of one epoch from (seed, epoch) - see checkpoint.py for why.
+
+    Returns the CPU generator used for shuffling and augmentation; dropout uses the global
+    torch generator, which is reseeded here as well.
+    """
+    base = seed * 1_000_003 + epoch
+    torch.manual_seed(base)
+    return torch.Generator().manual_seed(base + 500_000)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BnnctlError("--device cuda: PyTorch sees no CUDA device here (use --device cpu or auto)")
+    return torch.device(name)
+
+
+class Inputs:
+    """Turns a batch of stored training inputs into network inputs on the device."""
+
+    def __init__(self, spec: NetworkSpec, device: torch.device):
+        self.is_cnv = spec.is_cnv
+        self.table = cnv_code_table().to(device) if spec.is_cnv else None
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if not self.is_cnv:
+            return batch  # LFC inputs are stored as +-1 already
+        if generator is not None:
+            batch = augment(batch, generator)
+        return cnv_values(batch, self.table)
+
+
+def evaluate(model: BnnModel, inputs: Inputs, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Float-model error (argmax of the last batch-norm's output)."""
+    if len(y) == 0:
+        return float("nan")
+    model.eval()
+    wrong = 0
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_BATCH):
+            out = model(inputs(x[start:start + EVAL_BATCH], None))
+            wrong += int((out.argmax(1) != y[start:start + EVAL_BATCH]).sum())
+    return wrong / len(y)
+
+
+def versions() -> dict[str, str]:
+    return {"bnnctl": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def default_out_dir(config: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.dataset_label}-{config.network}-{stamp}"
+
+
+def _prepare_out_dir(out: Path, resume: bool) -> None:
+    """Create the run folder (or check it for --resume) before any epoch runs."""
+    if resume:
+        return  # load_checkpoint reports a missing folder/checkpoint
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BnnctlError(f"{out}: already exists and is not empty; choose another --out, or add "
+                          "--resume to continue the run in it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BnnctlError(f"{out}: cannot write the run folder ({exc.strerror or exc})") from None
+
+
+class Run:
+    """State of one run; `train()` does the epochs, `finish()` exports and tests."""
+
+    def __init__(self, config: TrainConfig, out: Path, device: torch.device, data: TrainingData,
+                 log: Callable[[str], None], progress: bool):
+        self.config = config
+        self.out = out
+        self.device = device
+        self.data = data
+        self.log = log
+        self.progress = progress
+        self.spec = get_network(config.network)
+        self.npz = out / f"{config.dataset_label}-{config.network}.npz"
+        torch.manual_seed(config.seed)  # model initialisation
+        self.model = BnnModel(self.spec, len(data.classes)).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        # Cosine decay to zero, stepped once per epoch (recipe.py).
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
+        self.inputs = Inputs(self.spec, device)
+        self.epoch = 0  # completed epochs
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": 0, "valid_error": math.inf, "state": None}
+        self.started = time.time()
+        self.train_x = data.train_x.to(device)
+        self.train_y = data.train_y.to(device)
+        self.valid_x = data.valid_x.to(device)
+        self.valid_y = data.valid_y.to(device)
+
+    # -- checkpointing -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "epoch": self.epoch, "classes": self.data.classes,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "history": self.history,
+                "best": self.best}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state["classes"] != self.data.classes:
+            raise BnnctlError(f"{self.out}: the checkpoint was trained on classes {state['classes']}, "
+                              f"the data now has {self.data.classes}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.best = state["best"]
+
+    # -- training ------------------------------------------------------------------------------
+
+    def train_epoch(self) -> float:
+        from tqdm import tqdm
+
+        cfg = self.config
+        generator = epoch_generators(cfg.seed, self.epoch + 1)
+        order = torch.randperm(len(self.train_y), generator=generator).to(self.device)
+        if len(order) % cfg.batch_size == 1:
+            # Batch-norm cannot take training statistics of one image (CNV conv 5 is 1x1); the
+            # straggler is trained on in other epochs, as the order is reshuffled every epoch.
+            order = order[:-1]
+        batches = math.ceil(len(order) / cfg.batch_size)
+        self.model.train()
+        total, seen = 0.0, 0
+        bar = tqdm(total=batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
+                   leave=False, disable=not self.progress, dynamic_ncols=True)
+        try:
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                x = self.inputs(self.train_x[idx], generator if cfg.augment else None)
+                loss = squared_hinge(self.model(x), self.train_y[idx])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                apply_constraints(self.model)
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+        finally:
+            bar.close()
+        return total / max(seen, 1)
+
+    def train(self) -> None:
+        cfg = self.config
+        while self.epoch < cfg.epochs:
+            t0 = time.time()
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss = self.train_epoch()
+            valid_error = evaluate(self.model, self.inputs, self.valid_x, self.valid_y)
+            self.scheduler.step()
+            self.epoch += 1
+            seconds = time.time() - t0
+            improved = valid_error < self.best["valid_error"]
+            if improved:
+                self.best = {"epoch": self.epoch, "valid_error": valid_error,
+                             "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+                save_archive(self.model, self.npz)
+            self.history.append({"epoch": self.epoch, "train_loss": loss, "valid_error": valid_error,
+                                 "lr": lr, "seconds": round(seconds, 3)})
+            save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
+            self.write_metrics(status="training")
+            self.log(f"epoch {self.epoch:>{len(str(cfg.epochs))}}/{cfg.epochs}  loss {loss:.4f}  "
+                     f"valid error {100 * valid_error:6.2f} %  best {100 * self.best['valid_error']:.2f} % "
+                     f"(epoch {self.best['epoch']})  lr {lr:.2e}  {seconds:.1f} s")
+
+    # -- results -------------------------------------------------------------------------------
+
+    def write_metrics(self, status: str, final: dict[str, Any] | None = None) -> None:
+        metrics = {
+            "status": status,
+            "dataset": self.config.dataset_label,
+            "network": self.config.network,
+            "classes": self.data.classes,
+            "config": asdict(self.config),
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "train_images": len(self.train_y),
+            "valid_images": len(self.valid_y),
+            "epochs_completed": self.epoch,
+            "best_epoch": self.best["epoch"],
+            "best_valid_error": None if self.best["epoch"] == 0 else self.best["valid_error"],
+            "epochs": self.history,
+            "versions": versions(),
+        }
+        if final:
+            metrics["test"] = final
+        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+    def finish(self) -> RunResult:
+        """Best epoch's weights -> float test error, archive -> hardware-exact test error."""
+        from bnnctl.convert.folder import classes_text
+
+        self.model.load_state_dict(self.best["state"])
+        save_archive(self.model, self.npz)  # identical to the one written at the best epoch
+        atomic_write_text(self.out / "classes.txt", classes_text(self.data.classes))
+        test_x = self.data.test_inputs().to(self.device)
+        test_y = torch.from_numpy(self.data.test_labels).to(self.device)
+        float_error = evaluate(self.model, self.inputs, test_x, test_y)
+        hw = hardware_error(self.npz, self.spec, self.data.classes, self.data.test_pixels,
+                            self.data.test_labels)
+        seconds = sum(h["seconds"] for h in self.history)
+        final = {"split": self.data.test_split, "images": hw.count,
+                 "hardware_error": hw.error, "hardware_errors": hw.errors, "rule": hw.rule,
+                 "engine": hw.engine, "float_error": float_error,
+                 "train_seconds": round(seconds, 1),
+                 "seconds_per_epoch": round(seconds / max(len(self.history), 1), 2)}
+        self.write_metrics(status="done", final=final)
+        return RunResult(out_dir=self.out, npz=self.npz, best_epoch=self.best["epoch"],
+                         best_valid_error=self.best["valid_error"], float_test_error=float_error,
+                         hw_test_error=hw.error, test_split=self.data.test_split, rule=hw.rule,
+                         epochs_run=self.epoch, seconds=seconds, device=str(self.device),
+                         history=self.history)
+
+
+def _check_resume_config(config: TrainConfig, stored: dict[str, Any], explicit: set[str]) -> TrainConfig:
+    """--resume continues the stored run; options given again must agree with it."""
+    for name in FIXED_ON_RESUME:
+        if name in explicit and getattr(config, name) != stored.get(name):
+            raise BnnctlError(f"--resume: the run was started with {name}={stored.get(name)!r}, "
+                              f"not {getattr(config, name)!r}; leave the option out to continue it")
+    kept = {k: stored[k] for k in FIXED_ON_RESUME if k in stored}
+    return TrainConfig(**{**asdict(config), **kept})
+
+
+def run_training(config: TrainConfig, out: Path | None = None, device: str = "auto", resume: bool = False,
+                 explicit: set[str] | None = None, log: Callable[[str], None] = print,
+                 progress: bool = True) -> RunResult:
+    """Train (or continue) a run and return its figures. Raises BnnctlError on user errors."""
+    torch_device = resolve_device(device)
+    if out is None:
+        out = default_out_dir(config)
+    out = Path(out)
+    stored = None
+    if resume:
+        stored = load_checkpoint(out / CHECKPOINT_NAME)
+        config = _check_resume_config(config, stored["config"], explicit or set())
+    # Data errors are reported before anything is written (nothing half-done on bad input).
+    data = load_training_data(config, get_network(config.network))
+    _prepare_out_dir(out, resume)
+    run = Run(config, out, torch_device, data, log, progress)
+    if stored is not None:
+        run.restore(stored)
+        log(f"resuming {out} after epoch {run.epoch}/{config.epochs}")
+    else:
+        run.write_metrics(status="training")
+    try:
+        run.train()
+    except KeyboardInterrupt:
+        run.write_metrics(status="interrupted")
+        raise TrainingInterrupted(f"interrupted; epoch {run.epoch} is saved in {out} - continue with "
+                                  f"`bnnctl train {config.dataset} --out {out} --resume`") from None
+    return run.finish()

@@ -1,0 +1,356 @@
+"""`bnnctl train`: archive layout (spec §2), float/integer agreement, short real trainings,
+exact resume after Ctrl-C, and the user errors of issue 3.
+
+Trainings use the hidden `--limit N` option (first N training and test images) so the whole
+file stays within about two minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clirun import assert_user_error, bnnctl
+
+torch = pytest.importorskip("torch", reason="training tests need PyTorch (pip install 'bnnctl[train]')")
+
+from bnnctl.convert.archive import read_archive  # noqa: E402
+from bnnctl.convert.quantize import binarize_archive  # noqa: E402
+from bnnctl.infer.classify import encode_inputs  # noqa: E402
+from bnnctl.infer.engines import get_engine  # noqa: E402
+from bnnctl.topology import get_network  # noqa: E402
+from bnnctl.train.export import save_archive  # noqa: E402
+from bnnctl.train.inputs import cnv_code_table, cnv_values, lfc_values  # noqa: E402
+from bnnctl.train.layers import apply_constraints  # noqa: E402
+from bnnctl.train.models import BnnModel  # noqa: E402
+
+NETWORKS = ["cnvW1A1", "cnvW1A2", "cnvW2A2", "lfcW1A1", "lfcW1A2"]
+
+# --------------------------------------------------------------------------------------------
+# Spec §2.1 / §2.2, written out literally (not derived from the code under test).
+
+
+def cnv_layout(n: int) -> list[tuple[str, tuple]]:
+    layout = []
+    for i, (cin, cout) in enumerate([(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256)]):
+        layout += [(f"conv{i} W", (cout, cin, 3, 3)), (f"conv{i} b", (cout,))]
+        layout += [(f"conv{i} {p}", (cout,)) for p in ("beta", "gamma", "mean", "inv_std")]
+    for i, (nin, nout) in [(6, (256, 512)), (7, (512, 512))]:
+        layout += [(f"dense{i} W", (nin, nout)), (f"dense{i} b", (nout,))]
+        layout += [(f"dense{i} {p}", (nout,)) for p in ("beta", "gamma", "mean", "inv_std")]
+    layout.append(("dense8 W", (512, n)))  # arr_48: no bias
+    layout += [(f"bn8 {p}", ()) for p in ("beta", "gamma", "mean", "inv_std")]  # arr_49..52
+    return layout
+
+
+def lfc_layout(n: int) -> list[tuple[str, tuple]]:
+    layout = []
+    for i, (nin, nout) in enumerate([(784, 1024), (1024, 1024), (1024, 1024), (1024, n)]):
+        layout += [(f"dense{i} W", (nin, nout)), (f"dense{i} b", (nout,))]
+        layout += [(f"dense{i} {p}", (nout,)) for p in ("beta", "gamma", "mean", "inv_std")]
+    return layout
+
+
+def fitted_model(name: str, classes: int, seed: int = 0) -> tuple[BnnModel, np.ndarray]:
+    """A model with batch-norm statistics of real pre-activations, random betas and gammas of
+    both signs (then the training constraints, as after an optimizer step), and its images."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    spec = get_network(name)
+    model = BnnModel(spec, classes)
+    shape = (48, 32, 32, 3) if spec.is_cnv else (48, 28, 28)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    x = stored_inputs(spec, pixels)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            module.momentum = 1.0  # running stats := this batch's stats
+    with torch.no_grad():
+        model.train()
+        model.input_dropout.p = model.hidden_dropout.p = 0.0
+        model(x)
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.weight.copy_(torch.empty_like(module.weight).uniform_(0.5, 1.5)
+                                    * torch.where(torch.rand_like(module.weight) < 0.3, -1.0, 1.0))
+                module.bias.copy_(torch.empty_like(module.bias).uniform_(-0.3, 0.3))
+    apply_constraints(model)
+    model.eval()
+    return model, pixels
+
+
+def stored_inputs(spec, pixels: np.ndarray) -> torch.Tensor:
+    if spec.is_cnv:
+        return cnv_values(torch.from_numpy(pixels), cnv_code_table())
+    return lfc_values(pixels)
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_archive_layout_array_by_array(tmp_path, name):
+    classes = 9 if name.startswith("cnv") else 10
+    model, _ = fitted_model(name, classes)
+    path = tmp_path / "a.npz"
+    save_archive(model, path)
+    layout = cnv_layout(classes) if name.startswith("cnv") else lfc_layout(classes)
+    with np.load(path) as archive:
+        assert archive.files == [f"arr_{i}" for i in range(len(layout))]  # 53 CNV, 24 LFC
+        arrays = [archive[f"arr_{i}"] for i in range(len(layout))]
+    wbits = int(name[4])
+    for i, ((what, shape), a) in enumerate(zip(layout, arrays)):
+        assert a.shape == shape, f"arr_{i} ({what}): {a.shape} != {shape}"
+        assert a.dtype == np.float32, f"arr_{i} ({what}): {a.dtype}"
+        assert np.all(np.isfinite(a)), f"arr_{i} ({what})"
+        if what.endswith(" W"):
+            allowed = {-1.0, 1.0} if wbits == 1 else {-1.0, 0.0, 1.0}
+            assert set(np.unique(a)) <= allowed, f"arr_{i} ({what}) not quantised"
+        if what.endswith(" b"):
+            assert not a.any(), "layers train without bias; the slot holds zeros"
+        if what.endswith("inv_std"):
+            assert np.all(a > 0)
+    # inv_std = 1/sqrt(var + 1e-4) of the model's running variance (spec §2)
+    bn = model.blocks[0].bn
+    expected = 1 / np.sqrt(bn.running_var.double().numpy() + 1e-4)
+    np.testing.assert_allclose(arrays[5], expected, rtol=1e-6)
+    # dense W is (n_in, n_out): the transpose of torch's (out, in)
+    first_dense = 36 if name.startswith("cnv") else 0
+    block = model.blocks[6] if name.startswith("cnv") else model.blocks[0]
+    latent = block.linear.weight.detach().numpy().T
+    quantised = np.where(latent >= 0, 1, -1) if wbits == 1 else np.sign(latent) * np.floor(np.abs(latent) + 0.5)
+    np.testing.assert_array_equal(arrays[first_dense], quantised)
+    # and the converter accepts it
+    params, n = read_archive(path, get_network(name))
+    assert n == classes and len(params) == len(get_network(name).layers)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_converted_model_computes_the_float_graph_exactly(tmp_path, name):
+    """The design point of spec §3.7 / architecture.md: with the hardware's layer order and the
+    gamma constraint, the bit-exact integer engine reproduces the float model exactly - CNV
+    scores equal the float accumulators, LFC output bits equal sign(last batch-norm) - even
+    though 30 % of the gammas started out negative."""
+    classes = 9 if name.startswith("cnv") else 10
+    model, pixels = fitted_model(name, classes, seed=1)
+    spec = get_network(name)
+    pixels = pixels[:12]
+    negative = sum(int((b.bn.weight < 0).sum()) for b in model.blocks if isinstance(b.bn, torch.nn.modules.batchnorm._BatchNorm))
+    if name in ("cnvW1A1", "lfcW1A1"):
+        assert negative > 0, "popcount layers keep their negative gammas (converted exactly)"
+    path = tmp_path / "a.npz"
+    save_archive(model, path)
+    captured = {}
+    model.blocks[-1].linear.register_forward_hook(lambda m, i, o: captured.setdefault("acc", o.detach()))
+    with torch.no_grad():
+        out = model(stored_inputs(spec, pixels)).numpy()
+    binarized = binarize_archive(path, spec, [str(i) for i in range(classes)])
+    _, run = get_engine()
+    hw = run(binarized, encode_inputs(binarized, pixels))
+    if spec.is_cnv:
+        acc = captured["acc"].numpy()
+        if name == "cnvW1A1":
+            acc = (acc + 512) / 2  # XNOR popcount = number of agreeing positions (spec §3.1)
+        np.testing.assert_array_equal(hw[:, :classes].astype(np.float64), acc)
+    else:
+        bits = (hw[:, None] >> np.arange(classes, dtype=np.uint64)) & np.uint64(1)
+        np.testing.assert_array_equal(bits.astype(bool), out >= 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Short real trainings through the CLI
+
+
+def make_image_folder(root: Path, per_class: int = 24, seed: int = 0) -> Path:
+    """3 classes that differ in colour, in assorted sizes and formats (pre-processed like infer)."""
+    rng = np.random.default_rng(seed)
+    colours = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+    for name, colour in colours.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = int(rng.integers(20, 70)), int(rng.integers(20, 70))
+            noise = rng.integers(-40, 40, (h, w, 3))
+            img = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def train(tmp_path: Path, data_dir: Path | None, *args, timeout: float = 240):
+    env = {"BNNCTL_DATA": str(data_dir)} if data_dir else {"BNNCTL_DATA": str(tmp_path / "no-data")}
+    return bnnctl("train", *args, "--json", cwd=tmp_path, env=env, timeout=timeout)
+
+
+def check_run(tmp_path: Path, run, dataset: str, network: str, classes: int, chance_margin: float):
+    assert run.code == 0, run.err
+    result = run.json()
+    out = Path(tmp_path / result["run_dir"]) if not Path(result["run_dir"]).is_absolute() else Path(result["run_dir"])
+    npz = out / f"{dataset}-{network}.npz"
+    assert npz.is_file() and (out / "checkpoint.pt").is_file()
+    assert len(result["classes"]) == classes
+    assert (out / "classes.txt").read_text(encoding="utf-8") == "\n".join(result["classes"])
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["status"] == "done" and metrics["best_epoch"] >= 1
+    for entry in metrics["epochs"]:
+        assert {"train_loss", "valid_error", "lr", "seconds"} <= set(entry)
+    assert {"torch", "numpy", "bnnctl"} <= set(metrics["versions"])
+    # above chance on the hardware-exact figure, and the float figure close to it
+    assert result["hardware_test_error"] < 1 - 1 / classes - chance_margin, result
+    if dataset != "mnist":  # the LFC board rule (highest set bit) is far from argmax this early
+        assert abs(result["hardware_test_error"] - result["float_test_error"]) <= 0.05
+    # the converter accepts the archive through the CLI, picked up from the workspace state
+    state = json.loads((tmp_path / ".bnnctl-state.json").read_text(encoding="utf-8"))
+    assert Path(state["npz"]) == npz.resolve() and state["network"] == network
+    conv = bnnctl("binarize", "--json", cwd=tmp_path)
+    assert conv.code == 0, conv.err
+    return result, out
+
+
+def test_train_mnist_idx_subset(tmp_path, data_dir):
+    run = train(tmp_path, data_dir, "mnist", "--epochs", "2", "--limit", "1000", "--test-limit", "500",
+                "--batch-size", "25", "--out", "run")
+    result, _ = check_run(tmp_path, run, "mnist", "lfcW1A1", 10, chance_margin=0.15)
+    assert result["test_split"] == "test"
+
+
+def test_train_cucumber9_cifar_python_subset(tmp_path, data_dir):
+    run = train(tmp_path, data_dir, "cucumber9", "--epochs", "3", "--limit", "1000", "--test-limit", "100",
+                "--batch-size", "25")
+    check_run(tmp_path, run, "cucumber9", "cnvW1A1", 9, chance_margin=0.08)
+
+
+def test_train_image_folder(tmp_path):
+    folder = make_image_folder(tmp_path / "colours")
+    run = train(tmp_path, None, str(folder), "--epochs", "2", "--batch-size", "16", "--network", "cnvW1A2",
+                "--out", "run")
+    result, _ = check_run(tmp_path, run, "colours", "cnvW1A2", 3, chance_margin=0.2)
+    assert "validation" in result["test_split"]
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C and --resume
+
+
+def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
+    folder = make_image_folder(tmp_path / "colours", per_class=16)
+    common = [str(folder), "--epochs", "3", "--batch-size", "8", "--threads", "1"]
+    straight = train(tmp_path, None, *common, "--out", "straight")
+    assert straight.code == 0, straight.err
+
+    env = {**os.environ, "BNNCTL_DATA": str(tmp_path / "no-data")}
+    proc = subprocess.Popen([sys.executable, "-m", "bnnctl", "train", *common, "--out", "cut"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # during epoch 2
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["status"] == "interrupted" and 1 <= metrics["epochs_completed"] < 3
+
+    # same thread count: a different one changes float summation order, hence the last bits
+    resumed = train(tmp_path, None, str(folder), "--out", "cut", "--resume", "--threads", "1")
+    assert resumed.code == 0, resumed.err
+    with np.load(tmp_path / "straight" / "colours-cnvW1A1.npz") as a, \
+            np.load(tmp_path / "cut" / "colours-cnvW1A1.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    sa = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    sb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    for key, value in sa["model"].items():
+        assert torch.equal(value, sb["model"][key]), key  # latent weights too, not just signs
+    assert [h["valid_error"] for h in sa["history"]] == [h["valid_error"] for h in sb["history"]]
+    assert [h["train_loss"] for h in sa["history"]] == [h["train_loss"] for h in sb["history"]]
+
+
+def test_resume_refuses_a_changed_option(tmp_path):
+    folder = make_image_folder(tmp_path / "colours", per_class=6)
+    first = train(tmp_path, None, str(folder), "--epochs", "1", "--out", "run")
+    assert first.code == 0, first.err
+    again = train(tmp_path, None, str(folder), "--epochs", "1", "--lr", "0.5", "--out", "run", "--resume")
+    assert_user_error(again, "--resume", "lr")
+    assert_user_error(train(tmp_path, None, str(folder), "--out", "run"), "not empty", "--resume")
+    assert_user_error(train(tmp_path, None, str(folder), "--out", "nothing-here", "--resume"), "checkpoint")
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: one clear line, non-zero exit, nothing written
+
+
+def assert_nothing_written(tmp_path: Path, before: set[str]):
+    assert {p.name for p in tmp_path.iterdir()} == before
+    assert not (tmp_path / ".bnnctl-state.json").exists()
+
+
+def test_unknown_dataset_name(tmp_path):
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_user_error(train(tmp_path, None, "imagenet"), "unknown dataset 'imagenet'")
+    assert_nothing_written(tmp_path, before)
+
+
+def test_empty_and_one_class_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    one = tmp_path / "one"
+    make_image_folder(tmp_path / "full", per_class=2)
+    (one).mkdir()
+    shutil.copytree(tmp_path / "full" / "red", one / "red")
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_user_error(train(tmp_path, None, str(tmp_path / "empty")), "no class sub-folders")
+    assert_user_error(train(tmp_path, None, str(one)), "only one class")
+    assert_nothing_written(tmp_path, before)
+
+
+def test_undecodable_image(tmp_path):
+    folder = make_image_folder(tmp_path / "pics", per_class=2)
+    (folder / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_user_error(train(tmp_path, None, str(folder)), "broken.png")
+    assert_nothing_written(tmp_path, before)
+
+
+def test_corrupt_pickle_and_idx(tmp_path, data_dir):
+    cucumber = tmp_path / "data" / "cucumber9" / "cucumber-9-python"
+    shutil.copytree(data_dir / "cucumber9" / "cucumber-9-python", cucumber)
+    (cucumber / "data_batch_2").write_bytes(b"\x80\x02}q\x00(not a pickle")
+    mnist = tmp_path / "data" / "mnist"
+    shutil.copytree(data_dir / "mnist", mnist)
+    with gzip.open(mnist / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x03garbage")
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_user_error(train(tmp_path, tmp_path / "data", "cucumber9"), "data_batch_2")
+    assert_user_error(train(tmp_path, tmp_path / "data", "mnist"), "train-images-idx3-ubyte")
+    assert_nothing_written(tmp_path, before)
+
+
+def test_unwritable_out_dir(tmp_path):
+    folder = make_image_folder(tmp_path / "pics", per_class=2)
+    (tmp_path / "a-file").write_text("x")
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_user_error(train(tmp_path, None, str(folder), "--out", str(tmp_path / "a-file" / "run")),
+                      "cannot write the run folder")
+    assert_nothing_written(tmp_path, before)
+
+
+def test_mnist_with_a_cnv_network_is_refused(tmp_path, data_dir):
+    assert_user_error(train(tmp_path, data_dir, "mnist", "--network", "cnvW1A1"), "lfc network")
+
+
+def test_without_torch_says_how_to_install(tmp_path):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from bnnctl.cli import main; main(['train', 'mnist'])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "pip install 'bnnctl[train]'" in proc.stderr
