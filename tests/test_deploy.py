@@ -303,6 +303,8 @@ def test_connection_killed_during_upload(ws, folders):
         proxy.close()
     assert proxy.cut.is_set()
     assert_user_error(run, "connection to board emu lost", "uploading", "unchanged")
+    assert [line for line in run.err.splitlines() if not line.startswith("uploading")] == \
+        [run.err.strip().splitlines()[-1]]  # the progress line and the error: no paramiko log noise
     assert ws.board.tree() == before  # exactly as before: no file touched, no temporary folder
     retry = ok(ws.run("deploy", folders["cnv_b"], "--board", "emu", "--json")).json()
     assert retry["replaced"] and len(retry["uploaded"]) > 100
@@ -521,6 +523,10 @@ def test_helper_checksum_failure_and_interrupted_swap(tmp_path):
     assert helper("commit", *common, "--tmp", answer["tmp"], "--manifest", manifest)["replaced"]
     assert (target / "a.bin").read_bytes() == b"new"
     assert sorted(p.name for p in target.parent.iterdir()) == ["lfcW1A1"]
+    # a failed first deploy of a new name leaves no empty dataset folder behind
+    answer = helper("prepare", "--params-root", params, "--name", "fresh", "--network", "lfcW1A1",
+                    "--staging", tmp_path / "empty", "--manifest", manifest)
+    assert answer["error"] == "missing_source" and not (params / "fresh").exists()
     # paths outside a bnn params folder are refused (this may run as root)
     assert helper("prepare", "--params-root", tmp_path, "--name", "x", "--network", "y", "--staging", staging,
                   "--manifest", manifest)["error"] == "bad_path"

@@ -131,6 +131,10 @@ def test_archive_layout_array_by_array(tmp_path, name):
     latent = block.linear.weight.detach().numpy().T
     quantised = np.where(latent >= 0, 1, -1) if wbits == 1 else np.sign(latent) * np.floor(np.abs(latent) + 0.5)
     np.testing.assert_array_equal(arrays[first_dense], quantised)
+    if name.startswith("cnv"):
+        assert arrays[50] > 0, "output gamma > 0: scores rank classes like the float model"
+        if name != "cnvW1A1":  # signed scores: uncentred scale only (layers.ScaleOnlyNorm)
+            assert arrays[49] == 0 and arrays[51] == 0
     # and the converter accepts it
     params, n = read_archive(path, get_network(name))
     assert n == classes and len(params) == len(get_network(name).layers)
@@ -146,9 +150,10 @@ def test_converted_model_computes_the_float_graph_exactly(tmp_path, name):
     model, pixels = fitted_model(name, classes, seed=1)
     spec = get_network(name)
     pixels = pixels[:12]
-    negative = sum(int((b.bn.weight < 0).sum()) for b in model.blocks if isinstance(b.bn, torch.nn.modules.batchnorm._BatchNorm))
+    negative = sum(int((b.bn.weight < 0).sum()) for b in model.blocks
+                   if isinstance(b.bn, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)))
     if name in ("cnvW1A1", "lfcW1A1"):
-        assert negative > 0, "popcount layers keep their negative gammas (converted exactly)"
+        assert negative > 0, "dense popcount layers keep their negative gammas (converted exactly)"
     path = tmp_path / "a.npz"
     save_archive(model, path)
     captured = {}
@@ -166,6 +171,19 @@ def test_converted_model_computes_the_float_graph_exactly(tmp_path, name):
     else:
         bits = (hw[:, None] >> np.arange(classes, dtype=np.uint64)) & np.uint64(1)
         np.testing.assert_array_equal(bits.astype(bool), out >= 0)
+
+
+def test_which_layers_must_keep_gamma_positive():
+    """Only dense W1A1 popcount layers convert exactly for gamma < 0 (spec §3.3 row 2 keeps the
+    fraction of t); conv popcount layers round first, the others hit spec §3.7.1."""
+    from bnnctl.train.layers import positive_gamma_needed
+
+    assert not positive_gamma_needed("dense", "xnor", 1)
+    assert positive_gamma_needed("conv", "xnor", 1)
+    assert positive_gamma_needed("conv", "fix8", 1)
+    assert positive_gamma_needed("dense", "int2", 2)
+    assert positive_gamma_needed("dense", "bipolar", 2)
+    assert positive_gamma_needed("dense", "int2", 1)  # LFC-W1A2 output layer
 
 
 # --------------------------------------------------------------------------------------------

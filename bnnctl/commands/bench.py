@@ -47,7 +47,18 @@ def random_pixels(spec: NetworkSpec, count: int, rng: np.random.Generator) -> np
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process.
+
+    Linux: VmHWM of /proc/self/status, because ru_maxrss survives execve and would report the
+    parent's peak when bench is started from a large process. Elsewhere ru_maxrss (KiB on
+    Linux/BSD, bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

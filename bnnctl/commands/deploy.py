@@ -92,7 +92,7 @@ def deploy(params_dir, board, host, port, user, identity, known_hosts, accept_ne
     if not folder.is_dir():
         raise BnnctlError(f"{folder}: no such parameter folder")
     profile = resolve_profile(board, host, port, user, identity, known_hosts, connect_timeout, command_timeout, state)
-    name = check_name(name or _default_name(folder, network, state))
+    name = check_name(name or _default_name(folder, network, state), "--name")
     progress = None if as_json else (lambda message: click.echo(message, err=True))
     report = run_deploy(folder, profile, name, network, dry_run=dry_run, accept_new_host_key=accept_new_host_key,
                         progress=progress)

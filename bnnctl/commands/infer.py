@@ -44,7 +44,8 @@ def print_results(records, timing_lines, details: bool, is_cnv: bool) -> None:
 @network_option(help="Network of the parameter folder. Default: detected from the folder's files.")
 @click.option("--backend", type=click.Choice(["sw", "hw"]), default="sw", show_default=True,
               help="sw: bit-exact software engine (here, or on the board with --board); hw: the board's FPGA.")
-@click.option("--board", help="Run on this board over SSH (see `bnnctl boards`).")
+@click.option("--board", help="Run on this board over SSH (see `bnnctl boards`). With --backend hw, "
+                              "default: the board of the last deploy.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="Local software engine; all are bit-exact.")
 @click.option("--rule", type=click.Choice(["auto", "single", "multiple"]), default="auto", show_default=True,
@@ -69,6 +70,8 @@ def infer(inputs, params, network, backend, board, engine, rule, details, as_jso
     """
     show_warnings_as_lines()
     state = load_state()
+    if backend == "hw" and not board:
+        board = state.get("board")  # the board of the last deploy
     if board or backend == "hw":
         if not board:
             raise BnnctlError("--backend hw runs on a board: add --board NAME (see `bnnctl boards`)")

@@ -61,7 +61,8 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     \b
     The run folder receives <dataset>-<network>.npz (best validation epoch, Lasagne
     layout of BNN-PYNQ), classes.txt, metrics.json and a checkpoint after every
-    epoch. Ctrl-C stops after saving; --resume continues exactly where it stopped.
+    epoch. Ctrl-C stops at once and keeps the checkpoint of the last completed
+    epoch; --resume continues from there exactly as if never interrupted.
     At the end the best model is converted as `bnnctl binarize` would and its
     hardware-exact test error (bit-exact integer engine) is reported next to the
     float model's error. The run is recorded so that a bare `bnnctl binarize`
@@ -90,6 +91,8 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
         if not state.get("run_dir"):
             raise BnnctlError("--resume: no --out given and no run recorded in the workspace state")
         out = Path(state["run_dir"])
+    if dataset not in DEFAULT_NETWORK and Path(dataset).is_dir():
+        dataset = str(Path(dataset).resolve())  # so --resume works from any folder
     network = network or DEFAULT_NETWORK.get(dataset, "cnvW1A1")
     recipe = recipe_for(get_network(network).topology)
     config = TrainConfig(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
@@ -121,10 +124,11 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     click.echo(f"best epoch {result.best_epoch}/{result.epochs_run}: validation error "
                f"{100 * result.best_valid_error:.2f} %")
     split = "test split" if result.test_split == "test" else result.test_split
+    board_call = "classify_cifars" if get_network(config.network).is_cnv else "classify_mnists"
     click.echo(f"error on the {split}:")
-    click.echo(f"  hardware-exact (converted model, bit-exact integer engine, {result.rule} rule): "
-               f"{100 * result.hw_test_error:.2f} %")
-    click.echo(f"  float model (PyTorch, argmax):  {100 * result.float_test_error:.2f} %")
+    click.echo(f"  hardware-exact: {100 * result.hw_test_error:6.2f} %  (converted model on the bit-exact "
+               f"integer engine, {board_call} class rule)")
+    click.echo(f"  float model:    {100 * result.float_test_error:6.2f} %  (PyTorch, argmax)")
     click.echo(f"wrote {result.npz}, classes.txt, metrics.json in {result.out_dir}")
     click.echo("next: bnnctl binarize")
 

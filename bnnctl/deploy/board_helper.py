@@ -263,7 +263,8 @@ def recover(parent, network, target):
 def op_prepare(args):
     parent, target = target_paths(args)
     manifest = read_manifest(args.manifest)
-    if not os.path.isdir(parent):
+    created_parent = not os.path.isdir(parent)
+    if created_parent:
         os.makedirs(parent)
         os.chmod(parent, 0o755)
     recover(parent, args.network, target)
@@ -290,6 +291,11 @@ def op_prepare(args):
         fsync_path(tmp, directory=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created_parent:
+            try:
+                os.rmdir(parent)  # leave params/ exactly as it was
+            except OSError:
+                pass
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise HelperError("disk_full", "no space left on the board's disk (%d bytes free)" % free_bytes(parent))
         raise

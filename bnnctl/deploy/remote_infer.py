@@ -46,10 +46,11 @@ def board_program() -> Path:
     raise BnnctlError("hw/board_infer.py not found: the bnnctl installation is incomplete")
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, option: str = "--params") -> str:
     if not NAME_RE.match(name):
-        raise BnnctlError(f"--params {name}: with --board this is the dataset name on the board "
-                          f"(bnn/params/<NAME>/<NETWORK>), e.g. --params cifar10")
+        hint = " (a local folder must be deployed first: bnnctl deploy DIR --board B)" if Path(name).is_dir() else ""
+        raise BnnctlError(f"{option} {name}: with --board this is the dataset name on the board "
+                          f"(bnn/params/<NAME>/<NETWORK>), e.g. {option} cifar10{hint}")
     return name
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shlex
 import socket
@@ -30,6 +31,10 @@ from bnnctl.deploy.profiles import BoardProfile
 from bnnctl.errors import BnnctlError
 
 ACCEPT_OPTION = "--accept-new-host-key"
+
+# paramiko logs transport failures (e.g. "Socket exception: Connection reset") at ERROR level;
+# without a handler Python would print them raw to stderr next to our one-line error.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class BoardError(BnnctlError):
@@ -194,7 +199,7 @@ class BoardSession:
             except HostKeyRefused:
                 client.close()
                 raise
-            except (socket.timeout, TimeoutError) as exc:
+            except (socket.timeout, TimeoutError):
                 client.close()
                 raise BoardUnreachable(f"board {p.name} unreachable at {p.host}:{p.port}: no answer within "
                                        f"{p.connect_timeout:g} s; check the cable and the address (--host)") from None
@@ -289,7 +294,7 @@ class BoardSession:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if isinstance(exc, BoardError):
                 raise
-            raise ConnectionLost(f"connection to board {self.profile.name} lost during {what} ({exc or type(exc).__name__})") from None
+            raise ConnectionLost(f"connection to board {self.profile.name} lost during {what} ({describe(exc)})") from None
 
     def _collect(self, channel: paramiko.Channel, timeout: float, what: str) -> RemoteResult:
         out, err = bytearray(), bytearray()
@@ -347,9 +352,9 @@ class BoardSession:
             self.sftp.mkdir(path, mode=0o700)
             self.sftp.chmod(path, 0o700)
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            if not self._alive():
+            if self._lost(exc):
                 raise ConnectionLost(f"connection to board {self.profile.name} lost while creating {path}") from None
-            raise BoardError(f"board {self.profile.name}: cannot create {path} ({exc})") from None
+            raise BoardError(f"board {self.profile.name}: cannot create {path} ({describe(exc)})") from None
 
     def put_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
         try:
@@ -358,13 +363,33 @@ class BoardSession:
                 f.write(data)
             self.sftp.chmod(path, mode)
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            if not self._alive():
+            if self._lost(exc):
                 raise ConnectionLost(f"connection to board {self.profile.name} lost while uploading "
                                      f"{os.path.basename(path)}") from None
-            raise BoardError(f"board {self.profile.name}: writing {path} failed ({exc or type(exc).__name__}; "
+            raise BoardError(f"board {self.profile.name}: writing {path} failed ({describe(exc)}; "
                              f"is the board's disk full?)") from None
 
     def _alive(self) -> bool:
         transport = self.client.get_transport() if self.client else None
         return bool(transport and transport.is_active())
+
+    def _lost(self, exc: BaseException, grace: float = 1.0) -> bool:
+        """Was `exc` the connection dying? SFTP status errors (no space, permission) are plain
+        OSErrors with an errno; a dying connection shows as EOFError/SSHException/a socket error,
+        or as an error the transport thread confirms shortly after by going inactive."""
+        if isinstance(exc, (EOFError, paramiko.SSHException, ConnectionError, socket.timeout)):
+            return True
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not self._alive():
+                return True
+            if getattr(exc, "errno", None):
+                return False
+            time.sleep(0.05)
+        return not self._alive()
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -7,6 +7,7 @@ Modules, in data-flow order:
   quant      quantisers with straight-through estimators (spec §2.3)
   layers     quantised conv/dense layers, batch-norm flavours and the post-step constraints
   models     CNV / LFC built from the topology configs (spec §1.2, §1.3)
+  data       train / validation / test splits from bnnctl.data, stored for the trainer
   inputs     pixels -> exactly the values the hardware sees, plus augmentation
   recipe     default hyper-parameters per topology (chosen by measurement, see the module)
   export     model -> Lasagne-layout .npz (spec §2.1, §2.2)

@@ -49,7 +49,8 @@ def _check_dataset_name(dataset: str) -> str:
     if Path(dataset).is_dir():
         return "folder"
     if Path(dataset).exists():
-        raise BnnctlError(f"{dataset}: is a file; give a dataset name or a folder with one sub-folder of images per class")
+        raise BnnctlError(f"{dataset}: is a file; give a dataset name or a folder with one sub-folder "
+                          "of images per class")
     raise BnnctlError(f"unknown dataset '{dataset}': expected {', '.join(known)} or a folder "
                       "with one sub-folder of images per class")
 
@@ -101,7 +102,7 @@ def load_training_data(config, spec: NetworkSpec) -> TrainingData:
         # An image folder has no test split; the final figures are then measured on the
         # validation images (which did choose the best epoch) and labelled as such.
         test_pixels, test_labels = images[valid_idx], labels[valid_idx]
-        test_split = "validation (the folder has no separate test split)"
+        test_split = "validation images (the folder has no separate test split)"
     else:
         test_pixels = np.asarray(test.images)
         test_labels = np.asarray(test.labels, dtype=np.int64)

@@ -23,12 +23,16 @@ import numpy as np
 import torch
 
 from bnnctl.fsutil import atomic_write_bytes
-from bnnctl.train.layers import BN_EPS, ScalarBatchNorm
+from bnnctl.train.layers import BN_EPS, ScalarBatchNorm, ScaleOnlyNorm
 from bnnctl.train.models import BnnModel
 from bnnctl.train.quant import quantize
 
 
 def _bn_arrays(bn: torch.nn.Module) -> list[np.ndarray]:
+    if isinstance(bn, ScaleOnlyNorm):
+        gamma = bn.weight.detach().double().cpu().numpy()
+        inv_std = 1.0 / np.sqrt(bn.running_var.detach().double().cpu().numpy() + BN_EPS)
+        return [np.asarray(v, dtype=np.float32).reshape(()) for v in (0.0, gamma, 0.0, inv_std)]
     scalar = isinstance(bn, ScalarBatchNorm)
     if scalar:
         bn = bn.bn

@@ -77,6 +77,35 @@ class ScalarBatchNorm(nn.Module):
         return self.bn(x.reshape(-1, 1)).reshape(x.shape)
 
 
+class ScaleOnlyNorm(nn.Module):
+    """The CNV output batch-norm for signed scores (W1A2, W2A2): mean and beta fixed at 0.
+
+    The board's test-set call picks class 0 unless some raw score is > 0 (spec §4.4 "multiple"
+    rule). With popcount scores (W1A1) that never bites, but A2 scores are signed sums: under a
+    centred BN the float model can rank a class first whose accumulator is negative, and the
+    board then answers class 0. Without centring, y = acc * inv_std * gamma has the sign of
+    acc, so the hinge loss's push of the true class to y >= 1 is a push to acc > 0 - the float
+    decision and the board's agree. Exported as the same four scalars (beta = 0, mean = 0),
+    so the Lasagne layout (spec §2.1 arr_49..52) is unchanged.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))  # gamma, kept > 0 (apply_constraints)
+        self.register_buffer("running_var", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            var = x.detach().var()  # over batch and classes, one scalar as in Lasagne
+            with torch.no_grad():
+                self.running_var.mul_(1 - BN_MOMENTUM).add_(BN_MOMENTUM * var)
+            # the batch statistic carries gradient, like a batch-norm's does
+            scale = torch.rsqrt(x.var() + BN_EPS)
+        else:
+            scale = torch.rsqrt(self.running_var + BN_EPS)
+        return x * scale * self.weight
+
+
 def positive_gamma_needed(kind: str, layer_input: str, activation_bits: int) -> bool:
     """Whether this layer's batch-norm gamma must stay positive for a bit-exact conversion.
 

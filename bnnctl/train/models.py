@@ -19,6 +19,7 @@ from bnnctl.train.layers import (
     QuantConv2d,
     QuantLinear,
     ScalarBatchNorm,
+    ScaleOnlyNorm,
     batch_norm,
     positive_gamma_needed,
 )
@@ -40,7 +41,11 @@ class Block(nn.Module):
             self.linear = QuantConv2d(layer.in_channels, out_features, layer.kernel, layer.weight_bits)
         else:
             self.linear = QuantLinear(layer.in_features, out_features, layer.weight_bits)
-        self.bn = ScalarBatchNorm() if scalar_bn else batch_norm(out_features, layer.kind == "conv")
+        if scalar_bn:
+            # Popcount scores (input "xnor") are >= 0, signed scores need the sign kept.
+            self.bn = ScalarBatchNorm() if layer.input == "xnor" else ScaleOnlyNorm()
+        else:
+            self.bn = batch_norm(out_features, layer.kind == "conv")
         # CNV's scalar output BN must keep the class order (see ScalarBatchNorm); LFC's output
         # layer is thresholded to 1 bit like a hidden layer (spec §1.3).
         self.bn.positive_gamma = scalar_bn or positive_gamma_needed(layer.kind, layer.input,

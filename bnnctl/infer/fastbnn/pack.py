@@ -7,8 +7,9 @@ Per layer (spec §3.1 input kinds):
   when the signs differ).
 * int2 input, 2-bit weights: planes (nonzero, negative) interleaved per word; weights equal to
   -2 (possible in the 2-bit lane, §3.2) add a second pass, since -2 = -1 + -1.
-* fix8 (CNV layer 0): int8 weight pairs for u8 x s8 products, and thresholds moved so the test
-  T < 2*acc (§3.1) becomes 2*S > T', with S = sum w*(q+128) = acc + 128*sum(w).
+* fix8 (CNV layer 0): int8 weights per window row (ky) in pairs (u8 x s8 products, VPMADDUBSW)
+  and quads (VPDPBUSD), and thresholds moved so the test T < 2*acc (§3.1) becomes 2*S > T',
+  with S = sum w*(q+128) = acc + 128*sum(w).
 Thresholds are the values the hardware holds (BinarizedLayer.hardware_thresholds, §3.3/§3.9).
 """
 
@@ -56,14 +57,21 @@ def _planes(words_a: np.ndarray, words_b: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.stack([_blocked(words_a), _blocked(words_b)], axis=2))
 
 
+def _fix8_groups(w3: np.ndarray, size: int) -> np.ndarray:
+    """(mh, 3, 3*C) weights per window row -> (3, groups, mh, size), each row padded with zero
+    weights to whole groups (pairs for VPMADDUBSW, quads for VPDPBUSD)."""
+    mh, rows, width = w3.shape
+    groups = -(-width // size)
+    padded = np.zeros((mh, rows, groups * size), dtype=np.int8)
+    padded[:, :, :width] = w3
+    return np.ascontiguousarray(padded.reshape(mh, rows, groups, size).transpose(1, 2, 0, 3))
+
+
 def _fix8(layer: BinarizedLayer, out_kind: int) -> tuple:
     spec = layer.spec
     w = layer.weights.astype(np.int64)[:, : spec.fan_in]  # (mh, 27), columns (ky, kx, c) §3.4
     mh = w.shape[0]
-    pairs = (spec.fan_in + 1) // 2
-    padded = np.zeros((mh, 2 * pairs), dtype=np.int8)
-    padded[:, : spec.fan_in] = w
-    w8 = np.ascontiguousarray(padded.reshape(mh, pairs, 2).transpose(1, 0, 2))  # (pairs, mh, 2)
+    w3 = w.reshape(mh, 3, 3 * spec.in_channels).astype(np.int8)  # one window row per ky
     # T < 2*acc  <=>  2*S > T + 256*sum(w)   (S = acc + 128*sum(w), units of 1/128)
     moved = layer.hardware_thresholds().astype(np.int64) + 256 * w.sum(axis=1)[:, None]
     # 2*S lies within +-27,540 (27 terms of |w| <= 2 and q+128 <= 255), so clamping to int16
@@ -71,7 +79,7 @@ def _fix8(layer: BinarizedLayer, out_kind: int) -> tuple:
     thr16 = np.ascontiguousarray(np.clip(moved, -32768, 32767).astype(np.int16).T)
     return (IN_FIX8, out_kind, 0, 0, 1, int(spec.pool), spec.in_dim, spec.out_dim, 0,
             _out_ppw(spec, out_kind), 1, mh, spec.mw, spec.thresholds, spec.in_channels,
-            None, None, None, w8, thr16)
+            None, None, None, _fix8_groups(w3, 2), _fix8_groups(w3, 4), thr16)
 
 
 def _out_ppw(spec, out_kind: int) -> int:
@@ -89,7 +97,8 @@ def _pack_layer(layer: BinarizedLayer, previous_rows: int | None) -> tuple:
     if out_kind is None or (spec.thresholds and layer.thresholds is None):
         raise UnsupportedModel(f"fast engine: layer {spec.index}: {spec.thresholds} thresholds per row")
     if spec.input == "fix8":
-        if spec.kind != "conv" or spec.index != 0 or spec.kernel != 3 or 9 * spec.in_channels > 64:
+        if (spec.kind != "conv" or spec.index != 0 or spec.kernel != 3 or spec.in_channels > 4
+                or spec.in_dim * spec.in_channels > 1024 or spec.mw != spec.fan_in):
             raise UnsupportedModel("fast engine: fix8 input is supported for a first 3x3 conv layer only")
         if out_kind == OUT_SCORE:
             raise UnsupportedModel("fast engine: a fix8 layer needs thresholds")
@@ -137,7 +146,7 @@ def _pack_layer(layer: BinarizedLayer, previous_rows: int | None) -> tuple:
     in_kind = IN_TERN if tern_in else IN_BIN
     return (in_kind, out_kind, int(spec.input == "bipolar"), w_tern, int(spec.kind == "conv"), int(spec.pool),
             spec.in_dim or 1, spec.out_dim, in_ppw, _out_ppw(spec, out_kind), kw, mh, spec.mw, spec.thresholds,
-            spec.in_channels, weights, extra, thr, None, None)
+            spec.in_channels, weights, extra, thr, None, None, None)
 
 
 def pack_network(model: BinarizedNetwork) -> PackedModel:

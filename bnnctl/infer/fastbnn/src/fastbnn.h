@@ -35,9 +35,12 @@ typedef struct {
     const uint64_t *w;    /* [mh/8][kw][8] (1-bit) or [mh/8][kw][2][8] (2-bit: nonzero, negative) */
     const uint64_t *wx;   /* 2-bit weights equal to -2: the second -1 of -2 = -1 + -1, or NULL */
     const int64_t *thr;   /* [api][mh] hardware thresholds */
-    const int8_t *w8;     /* fix8: [pairs][mh][2] weights for u8 x s8 pair products */
-    const int16_t *thr16; /* fix8: [api][mh] thresholds against 2*sum(w*(q+128)), see pack.py */
-    int pairs;            /* fix8: ceil(9*in_ch/2) */
+    /* fix8 (CNV layer 0): the window is read as three rows of 3*in_ch bytes (one per ky) straight
+     * from the converted input rows, each row padded to whole pairs / quads with zero weights */
+    const int8_t *w8;     /* [3][ppseg][mh][2]: weight pairs for u8 x s8 products (VPMADDUBSW) */
+    const int8_t *w8q;    /* [3][qpseg][mh][4]: weight quads for VPDPBUSD (AVX-512 VNNI) */
+    const int16_t *thr16; /* [api][mh] thresholds against 2*sum(w*(q+128)), see pack.py */
+    int ppseg, qpseg;     /* ceil(3*in_ch/2), ceil(3*in_ch/4) */
 } fb_layer;
 
 typedef struct {

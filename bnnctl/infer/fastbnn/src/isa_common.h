@@ -2,6 +2,8 @@
 #ifndef FASTBNN_ISA_COMMON_H
 #define FASTBNN_ISA_COMMON_H
 
+#include <string.h>
+
 #include "fastbnn.h"
 
 #define FB_STR_(x) #x
@@ -13,5 +15,21 @@
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #define FB_NEON 1
 #endif
+
+/* Longest converted input row (in_dim * in_ch bytes, checked by pack.py) plus read slack. */
+#define FB_FIX8_ROW_MAX (1024 + 16)
+
+/* The three input rows of output row y as unsigned bytes q + 128 (q ^ 0x80), zero slack after:
+ * the SIMD variants read whole pairs/quads past the last window byte (zero weights there). */
+static inline void fb_fix8_rows(const fb_layer *L, const int8_t *img, int y, uint8_t rows[3][FB_FIX8_ROW_MAX])
+{
+    const int n = L->in_dim * L->in_ch;
+    for (int ky = 0; ky < 3; ky++) {
+        const int8_t *src = img + (size_t)(y + ky) * n;
+        for (int i = 0; i < n; i++)
+            rows[ky][i] = (uint8_t)(src[i] ^ 0x80);
+        memset(rows[ky] + n, 0, 16);
+    }
+}
 
 #endif

@@ -4,6 +4,7 @@
 #define ISA generic
 #define ATTR
 #define RB 2
+#define RB_TW2 2
 #define NB 1
 #define FLUSH_EVERY (1 << 30)
 

@@ -9,6 +9,7 @@
 #define ISA neon
 #define ATTR
 #define RB 2
+#define RB_TW2 1
 #define NB 1
 #define FLUSH_EVERY 31
 

@@ -5,6 +5,7 @@
 #define ISA popcnt
 #define ATTR __attribute__((target("popcnt")))
 #define RB 2
+#define RB_TW2 2
 #define NB 1
 #define FLUSH_EVERY (1 << 30)
 

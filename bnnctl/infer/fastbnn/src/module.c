@@ -62,11 +62,11 @@ static int copy_array(fb_model *m, PyObject *obj, Py_ssize_t expect, const void 
 
 static int parse_layer(fb_model *m, PyObject *t, fb_layer *L)
 {
-    PyObject *w, *wx, *thr, *w8, *thr16;
-    if (!PyArg_ParseTuple(t, "iiiiiiiiiiiiiiiOOOOO;fastbnn: bad layer tuple", &L->in_kind, &L->out_kind,
+    PyObject *w, *wx, *thr, *w8, *w8q, *thr16;
+    if (!PyArg_ParseTuple(t, "iiiiiiiiiiiiiiiOOOOOO;fastbnn: bad layer tuple", &L->in_kind, &L->out_kind,
                           &L->bipolar, &L->w_tern, &L->conv, &L->pool, &L->in_dim, &L->out_dim,
                           &L->in_ppw, &L->out_ppw, &L->kw, &L->mh, &L->mw, &L->api, &L->in_ch, &w, &wx,
-                          &thr, &w8, &thr16))
+                          &thr, &w8, &w8q, &thr16))
         return -1;
     if (L->mh <= 0 || L->mh % 64 || L->api < 0 || L->api > 2 || L->kw <= 0 ||
         (L->out_kind == OUT_BIN && L->api != 1) || (L->out_kind == OUT_TERN && L->api != 2) ||
@@ -76,12 +76,15 @@ static int parse_layer(fb_model *m, PyObject *t, fb_layer *L)
     }
     Py_ssize_t planes = L->w_tern ? 2 : 1;
     if (L->in_kind == IN_FIX8) {
-        L->pairs = (9 * L->in_ch + 1) / 2;
-        if (L->pairs > 32 || !L->conv) {
+        L->ppseg = (3 * L->in_ch + 1) / 2;
+        L->qpseg = (3 * L->in_ch + 3) / 4;
+        if (!L->conv || L->in_ch < 1 || 3 * L->in_ch > 12 || L->out_kind == OUT_SCORE ||
+            (Py_ssize_t)L->in_dim * L->in_ch > 1024) {
             PyErr_SetString(PyExc_ValueError, "fastbnn: unsupported first layer");
             return -1;
         }
-        if (copy_array(m, w8, (Py_ssize_t)L->pairs * L->mh * 2, (const void **)&L->w8, "w8") < 0 ||
+        if (copy_array(m, w8, (Py_ssize_t)3 * L->ppseg * L->mh * 2, (const void **)&L->w8, "w8") < 0 ||
+            copy_array(m, w8q, (Py_ssize_t)3 * L->qpseg * L->mh * 4, (const void **)&L->w8q, "w8q") < 0 ||
             copy_array(m, thr16, (Py_ssize_t)L->api * L->mh * 2, (const void **)&L->thr16, "thr16") < 0)
             return -1;
     } else {
@@ -112,7 +115,7 @@ static PyObject *py_build_model(PyObject *self, PyObject *args)
     if (!m)
         return PyErr_NoMemory();
     m->layers = PyMem_Calloc((size_t)n, sizeof *m->layers);
-    m->owned = PyMem_Calloc((size_t)n * 5, sizeof *m->owned);
+    m->owned = PyMem_Calloc((size_t)n * 6, sizeof *m->owned);
     if (!m->layers || !m->owned) {
         model_free(m);
         return PyErr_NoMemory();
