@@ -241,6 +241,26 @@ def test_cli_without_extension_warns_once(reference_dir, tmp_path):
     assert failed.code != 0 and "not built" in failed.err and "Traceback" not in failed.err
 
 
+@needs_fast
+def test_unsupported_geometry_runs_on_numpy_under_auto():
+    """A custom network the fast engine cannot pack (here 32 output rows, not a multiple of 64)."""
+    import dataclasses
+
+    model = synthetic_model("lfcW1A1")
+    last = model.layers[-1]
+    spec = dataclasses.replace(last.spec, out_features=32, pe=16, wmem=2048, tmem=2)
+    small = dataclasses.replace(last, spec=spec, weights=last.weights[:32], thresholds=last.thresholds[:32])
+    net_spec = dataclasses.replace(model.spec, layers=(*model.spec.layers[:-1], spec))
+    custom = BinarizedNetwork(spec=net_spec, classes=model.classes, layers=[*model.layers[:-1], small])
+    inputs = random_inputs(model, 3, seed=8)
+    with pytest.raises(fastbnn.UnsupportedModel):
+        fastbnn.run_network(custom, inputs)
+    name, run = engines.get_engine("auto")
+    with pytest.warns(RuntimeWarning, match="multiple of 64"):
+        got = run(custom, inputs)
+    np.testing.assert_array_equal(got, numpy_engine.run_network(custom, inputs))
+
+
 # ------------------------------------------------------------------ threads, caching, memory
 
 def test_thread_count_from_environment(monkeypatch):
@@ -288,3 +308,48 @@ def test_bench_command_and_10000_cnv_images_under_1_gib(tmp_path):
     text = bnnctl("bench", "--network", "lfcW1A2", "--batch", "50", "--threads", "3", cwd=tmp_path)
     assert text.code == 0, text.err
     assert "images/s" in text.out and "usec per image" in text.out and "peak RSS" in text.out
+
+
+# ------------------------------------------------------------------ AArch64 NEON under qemu
+
+def dump_for_crosscheck(path, model: BinarizedNetwork, inputs: np.ndarray, want: np.ndarray) -> None:
+    """The packed model, inputs and reference outputs in src/crosscheck.c's file format."""
+    import struct
+
+    p = fastbnn.packed(model)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<iiiqqi", *p.header, len(p.layers)))
+        for layer in p.layers:
+            f.write(struct.pack("<15i", *layer[:15]))
+            for array in layer[15:]:
+                data = b"" if array is None else np.ascontiguousarray(array).tobytes()
+                f.write(struct.pack("<q", -1 if array is None else len(data)) + data)
+        f.write(struct.pack("<i", len(inputs)))
+        f.write(np.ascontiguousarray(inputs).tobytes() + np.ascontiguousarray(want).tobytes())
+
+
+@needs_fast
+def test_neon_variant_under_qemu(tmp_path):
+    """The NEON variant, built with an AArch64 cross compiler and run under qemu-aarch64 (both
+    Debian packages: gcc-aarch64-linux-gnu, qemu-user), against the numpy reference."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if not cc or not qemu:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    src = Path(fastbnn.__file__).parent / "src"
+    if not (src / "crosscheck.c").exists():
+        pytest.skip("the C sources are not installed with this copy of bnnctl")
+    exe = tmp_path / "crosscheck"
+    sources = [src / "crosscheck.c", src / "engine.c", *sorted(src.glob("isa_*.c"))]
+    subprocess.run([cc, "-O2", "-std=c11", "-pthread", "-static", f"-I{src}", *map(str, sources), "-o", str(exe)],
+                   check=True, capture_output=True, timeout=120)
+    for name in NETWORKS:
+        inputs, want = synthetic_case(name, 5, seed=11)
+        dump_for_crosscheck(tmp_path / f"{name}.bin", synthetic_model(name), inputs, want)
+        run = subprocess.run([qemu, str(exe), str(tmp_path / f"{name}.bin")], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "neon 3 threads: bit-exact" in run.stdout

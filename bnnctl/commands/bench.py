@@ -114,8 +114,8 @@ def bench(network, batch, engine, params, threads, isa, repeat, as_json):
             raise BnnctlError(f"--isa {isa}: not available here (this CPU has: {', '.join(fastbnn.isas())})")
         used_isa = isa or fastbnn.isas()[0]
 
-        def run(m, x, _run=run):
-            return _run(m, x, threads=used_threads, isa=used_isa)
+        def run(m, x):
+            return fastbnn.run_network(m, x, threads=used_threads, isa=used_isa)
     elif threads or isa:
         raise BnnctlError("--threads and --isa apply to the fast engine only")
     inputs = encode_inputs(model, random_pixels(model.spec, batch, rng))

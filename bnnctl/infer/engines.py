@@ -28,6 +28,16 @@ def _warn_no_fast_engine() -> None:
                       "(reinstall bnnctl with a C compiler to get it)", RuntimeWarning, stacklevel=3)
 
 
+def _fast_or_numpy(model: BinarizedNetwork, inputs: np.ndarray) -> np.ndarray:
+    """'auto' with the fast engine: a network geometry it does not handle (a custom network
+    config) runs on numpy instead of failing."""
+    try:
+        return fastbnn.run_network(model, inputs)
+    except fastbnn.UnsupportedModel as exc:
+        warnings.warn(f"{exc}; using the numpy engine", RuntimeWarning, stacklevel=2)
+        return numpy_engine.run_network(model, inputs)
+
+
 def get_engine(name: str = "auto") -> tuple[str, EngineFn]:
     """(engine name, run function). 'auto' picks the fastest engine available here."""
     if name not in ENGINES:
@@ -35,7 +45,7 @@ def get_engine(name: str = "auto") -> tuple[str, EngineFn]:
     if name == "numpy":
         return "numpy", numpy_engine.run_network
     if fastbnn.available():
-        return "fast", fastbnn.run_network
+        return "fast", fastbnn.run_network if name == "fast" else _fast_or_numpy
     if name == "fast":
         raise BnnctlError(f"--engine fast: the compiled engine is not built here ({fastbnn.IMPORT_ERROR}); "
                           "reinstall bnnctl with a C compiler or use --engine numpy")

@@ -3,9 +3,12 @@
 Graph order per hidden layer: weights -> batch-norm -> quantised activation -> [max pool].
 The BNN-PYNQ Theano graph pooled *before* its batch-norm, but the hardware thresholds (= BN +
 quantiser) *before* it pools (spec §1.2, §4.3). Both orders agree when gamma > 0 and differ for
-gamma < 0 (spec §3.7.2), so we train in the hardware's order: then the converted integer model
-computes exactly the float graph whatever the sign of gamma. The Lasagne archive does not
-record the order, so the export layout is unchanged (architecture.md).
+gamma < 0 (spec §3.7.2), so we train in the hardware's order and pooling can never make the
+converted integer model disagree with the float graph. The Lasagne archive does not record
+the order, so the export layout is unchanged (architecture.md). The other sign-dependent
+deviation, the threshold rounding of spec §3.7.1, is removed by keeping gamma > 0 where it
+applies (layers.positive_gamma_needed). Together: the converted model computes exactly this
+graph (tests/test_train.py checks every score and output bit).
 """
 
 from __future__ import annotations

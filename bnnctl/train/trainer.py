@@ -112,6 +112,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_reproducible(device: torch.device) -> None:
+    """cuDNN picks its fastest (and partly non-deterministic) kernels by default; a resumed run
+    must repeat the uninterrupted one bit for bit, so ask for deterministic ones."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
 class Inputs:
     """Turns a batch of stored training inputs into network inputs on the device."""
 
@@ -188,7 +196,6 @@ class Run:
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "valid_error": math.inf, "state": None}
-        self.started = time.time()
         self.train_x = data.train_x.to(device)
         self.train_y = data.train_y.to(device)
         self.valid_x = data.valid_x.to(device)
@@ -334,6 +341,7 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
                  progress: bool = True) -> RunResult:
     """Train (or continue) a run and return its figures. Raises BnnctlError on user errors."""
     torch_device = resolve_device(device)
+    make_reproducible(torch_device)
     if out is None:
         out = default_out_dir(config)
     out = Path(out)

@@ -7,6 +7,7 @@ extension was not built (no compiler at install time), and the caller then uses 
 
 from __future__ import annotations
 
+import importlib
 import os
 import weakref
 
@@ -17,10 +18,13 @@ from bnnctl.infer.fastbnn.pack import PackedModel, UnsupportedModel, pack_networ
 from bnnctl.model import BinarizedNetwork
 
 try:
-    from bnnctl.infer.fastbnn import _fastbnn as _ext
-except ImportError as exc:  # not built: pip install without a C compiler
+    _ext = importlib.import_module("bnnctl.infer.fastbnn._fastbnn")
+except ModuleNotFoundError:  # not built: pip install without a C compiler
     _ext = None
-    IMPORT_ERROR = str(exc)
+    IMPORT_ERROR = "the C extension was not compiled when bnnctl was installed"
+except ImportError as exc:  # built but unloadable (e.g. copied from another platform)
+    _ext = None
+    IMPORT_ERROR = f"the C extension does not load: {exc}"
 else:
     IMPORT_ERROR = ""
 
