@@ -100,8 +100,11 @@ def test_random_inputs_all_networks(name, isa):
     inputs, want = synthetic_case(name, 8, seed=1)
     # the outputs must vary, or the comparison would prove little
     assert len({bytes(np.asarray(row).tobytes()) for row in want}) > 1
-    for batch, threads in ((1, 1), (1, 3), (7, 1), (7, 3), (8, 2)):
-        got = fastbnn.run_network(model, inputs[:batch], threads=threads, isa=isa)
+    # split=True: a team of threads on each image even on a busy machine (the default decides
+    # by the load average, which would leave that path untested here)
+    for batch, threads, split in ((1, 1, None), (1, 3, True), (1, 2, None), (7, 1, None), (7, 3, None),
+                                  (3, 5, True), (8, 2, None)):
+        got = fastbnn.run_network(model, inputs[:batch], threads=threads, isa=isa, split_images=split)
         np.testing.assert_array_equal(got, want[:batch], err_msg=f"batch {batch}, {threads} threads")
 
 
@@ -164,6 +167,8 @@ def test_reference_cnv_pictures(net, reference_dir):
     for isa in fastbnn.isas():
         for threads in (1, 3):
             assert_same(model, inputs, isa, threads, want)
+        np.testing.assert_array_equal(fastbnn.run_network(model, inputs[:1], threads=3, isa=isa, split_images=True),
+                                      want[:1])
     assert int(np.argmax(want[0, :10])) == 4  # deer (spec §6.1)
 
 

@@ -102,9 +102,15 @@ def packed(model: BinarizedNetwork) -> PackedModel:
 
 
 def run_network(model: BinarizedNetwork, inputs: np.ndarray, threads: int | None = None,
-                isa: str | None = None) -> np.ndarray:
+                isa: str | None = None, split_images: bool | None = None) -> np.ndarray:
     """Same contract as numpy_engine.run_network: CNV int8 (N, 32, 32, 3) codes -> int16 scores
-    (N, 64); LFC uint8 (N, 832) bits -> uint64 output words (N,)."""
+    (N, 64); LFC uint8 (N, 832) 0/1 bits -> uint64 output words (N,).
+
+    threads: at most this many (default `default_threads()`). With fewer images than threads,
+    split_images decides whether one image's layers are shared by several threads: True always,
+    False never, None (default) only while the machine has idle CPUs (by the load average): on
+    a busy machine a preempted team member stalls the others for a scheduler tick.
+    isa: force an instruction-set variant (default: $BNNCTL_FAST_ISA, else the best)."""
     if _ext is None:
         raise BnnctlError(f"the fast engine is not built here ({IMPORT_ERROR})")
     entry = _entry(model)
@@ -117,7 +123,9 @@ def run_network(model: BinarizedNetwork, inputs: np.ndarray, threads: int | None
     out = np.zeros((n, entry.packed.out_rows), np.int16) if is_cnv else np.zeros(n, np.uint64)
     if n:
         try:
-            _ext.run(entry.capsule, x, out, n, default_threads(threads), isa or os.environ.get(ISA_ENV) or None)
+            split = -1 if split_images is None else int(bool(split_images))
+            _ext.run(entry.capsule, x, out, n, default_threads(threads), isa or os.environ.get(ISA_ENV) or None,
+                     split)
         except ValueError as exc:  # e.g. an instruction set this CPU lacks
             raise BnnctlError(str(exc)) from None
     return out

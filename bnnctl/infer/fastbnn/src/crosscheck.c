@@ -95,7 +95,7 @@ int main(int argc, char **argv)
             continue;
         for (int threads = 1; threads <= 3; threads += 2) {
             memset(got, 0xAB, n * out_bytes);
-            int ok = fb_run(&m, isa, in, got, n, threads) == 0 && memcmp(got, want, n * out_bytes) == 0;
+            int ok = fb_run(&m, isa, in, got, n, threads, 1) == 0 && memcmp(got, want, n * out_bytes) == 0;
             failures += !ok;
             printf("%s %s %d threads: %s\n", argv[1], isa->name, threads, ok ? "bit-exact" : "MISMATCH");
         }

@@ -1,24 +1,28 @@
 /* Engine driver: picks the instruction-set variant, splits a batch into tiles and runs them on
  * threads.
  *
- * Work split: a batch is cut into tiles of a few images (CNV) or a few dozen (LFC). With at
- * least as many tiles as threads, every thread takes whole tiles from a shared counter (no
- * synchronisation inside a tile). With fewer tiles (one image, or a handful), all threads work
- * on the same tile together: each layer's rows (conv) or 64-row output groups (dense) are dealt
- * out round-robin and the team meets at a barrier before the next layer. */
+ * Work split: a batch is cut into tiles of a few images (CNV) or a few dozen (LFC), each run
+ * layer by layer with its activations kept packed in two small buffers (so memory does not grow
+ * with the batch). With at least as many tiles as threads, every thread takes whole tiles from a
+ * shared counter (no synchronisation inside a tile). With fewer tiles (one image, or a handful),
+ * a team of threads works on the same tile: the leading layers with enough work are dealt out
+ * by rows (conv) or 64-row output groups (dense), with a barrier after each, and thread 0 does
+ * the small tail. Whether to form a team at all is the caller's choice (`split`), by default
+ * decided from the load average (see idle_team). */
 #define _GNU_SOURCE 1
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fastbnn.h"
+#include "isa_common.h"
 
 #if defined(_WIN32)
 #define FB_THREADS 0
 #else
 #define FB_THREADS 1
 #include <pthread.h>
-#include <sched.h>
+#include <time.h>
+#include <unistd.h>
 #endif
 
 #define FB_CNV_TILE 8   /* images: the dense tail layers get a few rows per weight pass */
@@ -28,11 +32,14 @@
 
 extern const fb_isa fb_isa_avx512, fb_isa_avx2, fb_isa_popcnt, fb_isa_neon, fb_isa_generic;
 
-static const fb_isa *const all_isas[] = {
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-    &fb_isa_avx512, &fb_isa_avx2, &fb_isa_popcnt,
+static const fb_isa *const all_isas[] = { /* best first */
+#ifdef FB_X86_AVX512
+    &fb_isa_avx512,
 #endif
-#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef FB_X86
+    &fb_isa_avx2, &fb_isa_popcnt,
+#endif
+#ifdef FB_NEON
     &fb_isa_neon,
 #endif
     &fb_isa_generic,
@@ -56,30 +63,55 @@ const fb_isa *fb_isa_find(const char *name)
 
 /* ---------------------------------------------------------------- barrier */
 
+/* Spin briefly (layers take microseconds), then sleep on a condition variable. Sleeping
+ * matters on a busy machine: a waiter that only yielded could keep the core from the thread it
+ * waits for until the next scheduler tick (milliseconds). */
+#define FB_SPINS 2000
+
 typedef struct {
     atomic_int count;
     atomic_int gen;
-    int n;
+    atomic_int n; /* may shrink before the last arrival (a thread that could not be created) */
+#if FB_THREADS
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
 } fb_barrier;
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 static void barrier_wait(fb_barrier *b)
 {
-    if (b->n <= 1)
+    if (atomic_load(&b->n) <= 1)
         return;
-    int gen = atomic_load(&b->gen);
-    if (atomic_fetch_add(&b->count, 1) == b->n - 1) {
-        atomic_store(&b->count, 0);
-        atomic_fetch_add(&b->gen, 1);
-        return;
-    }
-    /* Spin briefly (layers take microseconds), then yield: on a shared 2-core machine the
-     * other thread may be descheduled and pure spinning would steal its core. */
-    for (long spins = 0; atomic_load(&b->gen) == gen; spins++) {
 #if FB_THREADS
-        if (spins > 4000)
-            sched_yield();
-#endif
+    const int gen = atomic_load(&b->gen);
+    if (atomic_fetch_add(&b->count, 1) == atomic_load(&b->n) - 1) {
+        atomic_store(&b->count, 0);
+        pthread_mutex_lock(&b->mu);
+        atomic_fetch_add(&b->gen, 1);
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        return;
     }
+    for (int spins = 0; spins < FB_SPINS; spins++) {
+        if (atomic_load(&b->gen) != gen)
+            return;
+        cpu_relax();
+    }
+    /* the last thread bumps gen under the mutex, so checking it under the mutex loses no wake-up */
+    pthread_mutex_lock(&b->mu);
+    while (atomic_load(&b->gen) == gen)
+        pthread_cond_wait(&b->cv, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+#endif
 }
 
 /* ---------------------------------------------------------------- tiles */
@@ -91,7 +123,7 @@ typedef struct {
     uint8_t *out;
     int n, tile, n_tiles, team;
     atomic_int next;
-    atomic_int go; /* set once every thread exists, so `team` is final when work starts */
+    fb_barrier start; /* every thread meets here first, so `team` is final when work starts */
     fb_barrier bar;
     uint64_t *shared_act; /* team mode: the two activation buffers of the one tile in flight */
 } fb_job;
@@ -131,7 +163,21 @@ static void pack_lfc_input(const fb_model *m, const uint8_t *img, uint64_t *word
     }
 }
 
-/* Runs one tile; tid/team select this thread's share of every layer. */
+/* Rough cost of a layer on B images, in word operations (one word of one row). */
+static double layer_work(const fb_layer *L, int B)
+{
+    const double pixels = L->conv ? (double)L->out_dim * L->out_dim : 1.0;
+    const double words = L->in_kind == IN_FIX8 ? 3.0 * L->ppseg : (double)L->kw * (L->w_tern ? 2 : 1);
+    return B * pixels * L->mh * words;
+}
+
+/* Below this much work per thread a layer is not worth a barrier (about 5 us of kernel time;
+ * on a busy machine a barrier can cost far more, as the partner thread may be descheduled). */
+#define FB_SHARE_WORK 65536.0
+
+/* Runs one tile; tid/team select this thread's share of every layer. In a team, the leading
+ * layers with enough work are shared (rows or 64-row groups dealt out round-robin, a barrier
+ * after each); from the first layer too small to share, thread 0 finishes the tile alone. */
 static void run_tile(fb_job *job, int t, int tid, int team, uint64_t *act, uint64_t *tmp)
 {
     const fb_model *m = job->m;
@@ -143,40 +189,59 @@ static void run_tile(fb_job *job, int t, int tid, int team, uint64_t *act, uint6
     const uint8_t *in = job->in + (size_t)start * m->in_bytes;
     int cur = 0; /* buffer holding the current layer input (LFC, and CNV after layer 0) */
 
+    int shared_layers = 0; /* the leading layers the whole team works on */
+    while (team > 1 && shared_layers < m->n_layers) {
+        const fb_layer *L = &m->layers[shared_layers];
+        const int units = L->conv ? B * (L->pool ? L->out_dim / 2 : L->out_dim) : L->mh / 64;
+        if (units < 2 * team || layer_work(L, B) < FB_SHARE_WORK * team)
+            break;
+        shared_layers++;
+    }
     if (!m->is_cnv) {
-        for (int b = tid; b < B; b += team)
-            pack_lfc_input(m, in + (size_t)b * m->in_bytes, buf[0] + b * aw);
-        barrier_wait(&job->bar);
+        const int step = shared_layers ? team : 1;
+        if (shared_layers || tid == 0)
+            for (int b = shared_layers ? tid : 0; b < B; b += step)
+                pack_lfc_input(m, in + (size_t)b * m->in_bytes, buf[0] + b * aw);
+        if (shared_layers)
+            barrier_wait(&job->bar);
     }
     for (int l = 0; l < m->n_layers; l++) {
         const fb_layer *L = &m->layers[l];
+        const int shared = l < shared_layers;
+        const int me = shared ? tid : 0, all = shared ? team : 1;
         const int first_cnv = m->is_cnv && l == 0;
         uint64_t *dst = first_cnv ? buf[0] : buf[cur ^ 1];
+        if (!shared && tid != 0)
+            break; /* thread 0 finishes the tile */
         if (L->conv) {
             const int rows = L->pool ? L->out_dim / 2 : L->out_dim;
-            for (int u = tid; u < B * rows; u += team) {
+            for (int u = me; u < B * rows; u += all) {
                 const int b = u / rows;
                 const void *src = first_cnv ? (const void *)(in + (size_t)b * m->in_bytes)
                                             : (const void *)(buf[cur] + b * aw);
                 isa->conv_unit(L, src, dst + b * aw, u % rows, tmp);
             }
-        } else if (team == 1) {
+        } else if (all == 1) {
             isa->dense(L, buf[cur], dst, (ptrdiff_t)aw, B, 0, L->mh);
         } else {
-            for (int g = tid; g < L->mh / 64; g += team)
+            for (int g = me; g < L->mh / 64; g += all)
                 isa->dense(L, buf[cur], dst, (ptrdiff_t)aw, B, g * 64, g * 64 + 64);
         }
         cur = first_cnv ? 0 : cur ^ 1;
-        barrier_wait(&job->bar);
+        if (shared)
+            barrier_wait(&job->bar);
     }
-    /* results: CNV int16 scores (N, mh); LFC the first output word (N,) */
-    for (int b = tid; b < B; b += team) {
-        const uint64_t *src = buf[cur] + b * aw;
-        if (m->is_cnv)
-            memcpy(job->out + (size_t)(start + b) * m->out_mh * 2, src, (size_t)m->out_mh * 2);
-        else
-            memcpy(job->out + (size_t)(start + b) * 8, src, 8);
+    if (tid == 0) {
+        /* results: CNV int16 scores (N, mh); LFC the first output word (N,) */
+        for (int b = 0; b < B; b++) {
+            const uint64_t *src = buf[cur] + b * aw;
+            if (m->is_cnv)
+                memcpy(job->out + (size_t)(start + b) * m->out_mh * 2, src, (size_t)m->out_mh * 2);
+            else
+                memcpy(job->out + (size_t)(start + b) * 8, src, 8);
+        }
     }
+    /* the team reuses the same buffers for the next tile */
     barrier_wait(&job->bar);
 }
 
@@ -191,12 +256,7 @@ static void *worker(void *arg)
 {
     fb_worker *w = (fb_worker *)arg;
     fb_job *job = w->job;
-    for (long spins = 0; !atomic_load(&job->go); spins++) {
-#if FB_THREADS
-        if (spins > 1000)
-            sched_yield();
-#endif
-    }
+    barrier_wait(&job->start);
     if (job->team == 1) {
         for (;;) {
             int t = atomic_fetch_add(&job->next, 1);
@@ -219,7 +279,44 @@ static void free_workers(fb_worker *workers, int threads)
     }
 }
 
-int fb_run(const fb_model *m, const fb_isa *isa, const void *in, void *out, int n, int threads)
+/* Threads a team may use for one image, given the machine's load: layers take microseconds, so
+ * a team member that another process preempts stalls the whole team at the next barrier (a
+ * scheduler tick, milliseconds). The caller's own thread is part of the load. */
+static int idle_team(int threads)
+{
+#if FB_THREADS
+    /* the load average changes slowly: read it (it is a file read) at most every 100 ms */
+    static atomic_long cached_milli = -1, cached_at_ms = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const long now_ms = (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long milli = atomic_load(&cached_milli);
+    if (milli < 0 || now_ms - atomic_load(&cached_at_ms) > 100) {
+        double load;
+        if (getloadavg(&load, 1) != 1)
+            return threads;
+        milli = (long)(load * 1000);
+        atomic_store(&cached_milli, milli);
+        atomic_store(&cached_at_ms, now_ms);
+    }
+    static atomic_long online = 0; /* sysconf reads /sys each time: once is enough */
+    long cpus = atomic_load(&online);
+    if (cpus == 0) {
+        cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        atomic_store(&online, cpus);
+    }
+    if (cpus < 1)
+        return threads;
+    double free_cpus = (double)cpus - milli / 1000.0 + 1.0;
+    int team = free_cpus < 1.0 ? 1 : (int)(free_cpus + 0.5);
+    return team < threads ? team : threads;
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+int fb_run(const fb_model *m, const fb_isa *isa, const void *in, void *out, int n, int threads, int split)
 {
     if (n <= 0)
         return 0;
@@ -243,12 +340,30 @@ int fb_run(const fb_model *m, const fb_isa *isa, const void *in, void *out, int 
     job.tile = per_thread < tile ? per_thread : tile;
     job.n_tiles = (n + job.tile - 1) / job.tile;
     job.team = job.n_tiles < threads ? threads : 1;
+    if (job.team > 1) {
+        /* fewer images than threads: split each image's layers over a team, if allowed
+         * (split: 1 always, 0 never, -1 when the machine has idle CPUs) */
+        int team = split > 0 ? threads : split == 0 ? 1 : idle_team(threads);
+        if (team < 2) {
+            job.team = 1;
+            threads = job.n_tiles;
+        } else {
+            job.team = threads = team;
+        }
+    }
     if (job.team == 1 && threads > job.n_tiles)
         threads = job.n_tiles;
     atomic_init(&job.next, 0);
-    atomic_init(&job.go, 0);
     atomic_init(&job.bar.count, 0);
     atomic_init(&job.bar.gen, 0);
+    atomic_init(&job.start.count, 0);
+    atomic_init(&job.start.gen, 0);
+#if FB_THREADS
+    pthread_mutex_init(&job.bar.mu, NULL);
+    pthread_cond_init(&job.bar.cv, NULL);
+    pthread_mutex_init(&job.start.mu, NULL);
+    pthread_cond_init(&job.start.cv, NULL);
+#endif
 
     /* every buffer is allocated before any thread starts: a failure is a plain error return */
     const size_t act = 2 * (size_t)job.tile * m->act_words;
@@ -273,25 +388,32 @@ int fb_run(const fb_model *m, const fb_isa *isa, const void *in, void *out, int 
     }
 #if FB_THREADS
     pthread_t *ids = calloc((size_t)threads, sizeof *ids);
+    /* The workers wait at the start barrier until the main thread arrives, after it has fixed
+     * the team: a team short of a thread that could not be created would wait forever. */
+    atomic_init(&job.start.n, threads);
+    atomic_init(&job.bar.n, job.team);
     int started = 1;
     for (int i = 1; ids && i < threads; i++) {
         if (pthread_create(&ids[i], NULL, worker, &workers[i]) != 0)
             break;
         started++;
     }
-    /* a team short of members would wait forever at its barriers: shrink it before `go` */
     if (job.team > 1)
         job.team = started;
-    job.bar.n = job.team;
-    atomic_store(&job.go, 1);
+    atomic_store(&job.bar.n, job.team);
+    atomic_store(&job.start.n, started);
     worker(&workers[0]);
     for (int i = 1; i < started; i++)
         pthread_join(ids[i], NULL);
     free(ids);
+    pthread_mutex_destroy(&job.bar.mu);
+    pthread_cond_destroy(&job.bar.cv);
+    pthread_mutex_destroy(&job.start.mu);
+    pthread_cond_destroy(&job.start.cv);
 #else
     job.team = 1;
-    job.bar.n = 1;
-    atomic_store(&job.go, 1);
+    atomic_init(&job.bar.n, 1);
+    atomic_init(&job.start.n, 1);
     worker(&workers[0]);
 #endif
     free_workers(workers, threads);

@@ -74,8 +74,10 @@ const fb_isa *fb_isa_at(int i);
 const fb_isa *fb_isa_find(const char *name); /* supported by this CPU; NULL name: the best */
 
 /* inputs: CNV int8 (n, 32, 32, 3) codes, LFC uint8 (n, in_bytes) bits; outputs: CNV int16
- * (n, out_mh), LFC uint64 (n,). Returns 0, or -1 when memory runs out. */
-int fb_run(const fb_model *m, const fb_isa *isa, const void *in, void *out, int n, int threads);
+ * (n, out_mh), LFC uint64 (n,). With fewer images than threads, `split` says whether one
+ * image's layers are shared by several threads: 1 always, 0 never, -1 when CPUs are idle.
+ * Returns 0, or -1 when memory runs out. */
+int fb_run(const fb_model *m, const fb_isa *isa, const void *in, void *out, int n, int threads, int split);
 uint64_t fb_bench(const fb_isa *isa, int kw, long reps, int threads, uint64_t *macs);
 
 void *fb_aligned_calloc(size_t words);

@@ -3,7 +3,7 @@
  * Compiled with a target attribute and only called when the CPU reports the features. */
 #include "isa_common.h"
 
-#ifdef FB_X86
+#ifdef FB_X86_AVX512
 #include <immintrin.h>
 
 #define ISA avx512

@@ -11,6 +11,10 @@
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define FB_X86 1
+/* AVX-512 VPOPCNTDQ/VNNI intrinsics and their __builtin_cpu_supports names: GCC 8, Clang 8 */
+#if (defined(__clang__) && __clang_major__ >= 8) || (!defined(__clang__) && __GNUC__ >= 8)
+#define FB_X86_AVX512 1
+#endif
 #endif
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #define FB_NEON 1

@@ -1,7 +1,7 @@
 /* Python bindings of the fastbnn engine: bnnctl.infer.fastbnn._fastbnn.
  *
  * build_model(header, layers) -> capsule   (copies the packed arrays into aligned memory)
- * run(model, inputs, outputs, threads, isa)  (releases the GIL while it computes)
+ * run(model, inputs, outputs, n, threads, isa, split)  (releases the GIL while it computes)
  * isas() -> names supported by this CPU, best first;  bench(isa, kw, reps, threads)
  * The packing itself is done once in Python (pack.py); see fastbnn.h for the layouts. */
 #define PY_SSIZE_T_CLEAN
@@ -152,9 +152,9 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *capsule, *in_obj, *out_obj;
-    int n, threads;
+    int n, threads, split = -1;
     const char *isa_name = NULL;
-    if (!PyArg_ParseTuple(args, "OOOii|z", &capsule, &in_obj, &out_obj, &n, &threads, &isa_name))
+    if (!PyArg_ParseTuple(args, "OOOii|zi", &capsule, &in_obj, &out_obj, &n, &threads, &isa_name, &split))
         return NULL;
     fb_model *m = (fb_model *)PyCapsule_GetPointer(capsule, CAPSULE_NAME);
     if (!m)
@@ -176,7 +176,7 @@ static PyObject *py_run(PyObject *self, PyObject *args)
         rc = -2;
     } else {
         Py_BEGIN_ALLOW_THREADS
-        rc = fb_run(m, isa, in.buf, out.buf, n, threads);
+        rc = fb_run(m, isa, in.buf, out.buf, n, threads, split);
         Py_END_ALLOW_THREADS
         if (rc < 0)
             PyErr_NoMemory();
