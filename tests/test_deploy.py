@@ -238,21 +238,21 @@ def test_unreachable_board(tmp_path):
 
 # -------------------------------------------------------------------------------- end to end
 
-def test_end_to_end_cnv_on_emulated_board(ws):
-    rng = np.random.default_rng(5)
-    # ---- TRAIN STEP GOES HERE -------------------------------------------------------------
-    # The lead adds `bnnctl train <tiny dataset> --network cnvW1A1 ...` here once training has
-    # landed; until then a synthetic Lasagne-layout archive stands in for the trained one.
-    np.savez(ws.path / "toys-cnvW1A1.npz", *random_archive("cnvW1A1", 10, rng))
-    # ----------------------------------------------------------------------------------------
-    ok(ws.run("binarize", "toys-cnvW1A1.npz", "--classes", ",".join(f"k{i}" for i in range(10))))
+def test_end_to_end_cnv_on_emulated_board(ws, data_dir):
+    """The whole chain with bare commands: train -> binarize -> deploy -> infer on the EMULATED board."""
+    # A tiny real training run (1 epoch on a subset of CUCUMBER-9) stands in for a full one.
+    trained = ok(ws.run("train", "cucumber9", "--epochs", "1", "--limit", "300", "--test-limit", "100",
+                        "--threads", "1", "--json", env={"BNNCTL_DATA": str(data_dir)}, timeout=300)).json()
+    assert Path(trained["npz"]).name == "cucumber9-cnvW1A1.npz"
+    ok(ws.run("binarize"))  # archive, network and classes from the workspace state
     deployed = ok(ws.run("deploy", "--board", "emu", "--json")).json()  # folder + name from the state
-    assert deployed["name"] == "toys" and deployed["network"] == "cnvW1A1" and len(deployed["uploaded"]) == 179
-    target = ws.board.params_dir / "toys" / "cnvW1A1"
+    assert deployed["name"] == "cucumber9" and deployed["network"] == "cnvW1A1" and len(deployed["uploaded"]) == 179
+    target = ws.board.params_dir / "cucumber9" / "cnvW1A1"
     assert {p.name: p.read_bytes() for p in target.iterdir()} == \
-        {p.name: p.read_bytes() for p in (ws.path / "params/toys/cnvW1A1").iterdir() if p.name != "config.h"}
+        {p.name: p.read_bytes() for p in (ws.path / "params/cucumber9/cnvW1A1").iterdir() if p.name != "config.h"}
+    assert (target / "classes.txt").read_text() == "2L\nBM\nBL\nM\nS\nL\n2S\nBS\nC"
     status = ok(ws.run("status", "--json")).json()
-    assert status["board"] == "emu" and status["deployed"]["name"] == "toys"
+    assert status["board"] == "emu" and status["deployed"]["name"] == "cucumber9"
 
     # a re-deploy of unchanged files uploads nothing
     again = ok(ws.run("deploy", "--board", "emu", "--json")).json()
@@ -260,8 +260,8 @@ def test_end_to_end_cnv_on_emulated_board(ws):
 
     pics = pictures(ws.path / "pics")
     local = ok(ws.run("infer", *pics, "--json")).json()
-    hw = ok(ws.run("infer", *pics, "--backend", "hw", "--board", "emu", "--json")).json()
-    assert hw["backend"] == "hw" and hw["board"] == "emu" and hw["params"] == "toys" and hw["rule"] == "multiple"
+    hw = ok(ws.run("infer", *pics, "--backend", "hw", "--json")).json()  # the board of the last deploy
+    assert hw["backend"] == "hw" and hw["board"] == "emu" and hw["params"] == "cucumber9" and hw["rule"] == "multiple"
     assert hw["results"] == local["results"]  # same inputs, classes, names and scores
     assert hw["timing"]["usec_per_image"] > 0 and hw["timing"]["usec_end_to_end"] > 0
 
@@ -274,7 +274,7 @@ def test_end_to_end_cnv_on_emulated_board(ws):
 
 def test_end_to_end_lfc_on_emulated_board(ws):
     rng = np.random.default_rng(6)
-    # ---- TRAIN STEP GOES HERE (see test_end_to_end_cnv_on_emulated_board) --------------------
+    # (the chain with a real training run is test_end_to_end_cnv_on_emulated_board)
     np.savez(ws.path / "digits-lfcW1A1.npz", *random_archive("lfcW1A1", 10, rng))
     ok(ws.run("binarize", "digits-lfcW1A1.npz"))
     ok(ws.run("deploy", "--board", "emu"))
