@@ -12,6 +12,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 SRC = Path("bnnctl") / "infer" / "fastbnn" / "src"
 SOURCES = ["module.c", "engine.c", "isa_avx512.c", "isa_avx2.c", "isa_popcnt.c", "isa_neon.c", "isa_generic.c"]
@@ -45,6 +46,23 @@ class OptionalBuildExt(build_ext):
               file=sys.stderr)
 
 
+class BuildPyWithData(build_py):
+    """Ship configs/ and hw/ inside the wheel as bnnctl/configs and bnnctl/hw.
+
+    They live at the top of the source tree (data, and what runs on the board, are not library
+    code); the package looks for them inside itself first, then beside itself in a checkout.
+    """
+
+    def run(self):
+        super().run()
+        for folder in ("configs", "hw"):
+            for path in Path(folder).rglob("*"):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    target = Path(self.build_lib) / "bnnctl" / path
+                    self.mkpath(str(target.parent))
+                    self.copy_file(str(path), str(target))
+
+
 ext_modules = []
 if sys.byteorder == "little":  # the packed layouts assume little-endian words (spec conventions)
     ext_modules.append(Extension(
@@ -55,4 +73,4 @@ if sys.byteorder == "little":  # the packed layouts assume little-endian words (
         optional=True,
     ))
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})
+setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithData})
