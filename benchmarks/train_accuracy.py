@@ -38,9 +38,9 @@ def run_one(name: str, args) -> dict:
     config = TrainConfig(dataset=dataset, network=network, epochs=args.epochs or recipe.epochs,
                          batch_size=recipe.batch_size, lr=args.lr or recipe.lr, seed=args.seed,
                          valid_fraction=VALID_FRACTION, augment=recipe.augment)
-    out = HERE / "logs" / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.resume or HERE / "logs" / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
-    result = run_training(config, out=out, device=args.device, progress=False,
+    result = run_training(config, out=out, device=args.device, progress=False, resume=bool(args.resume),
                           log=lambda line: print(f"[{name}] {line}", flush=True))
     wall = time.time() - start
     figures = {
@@ -50,7 +50,7 @@ def run_one(name: str, args) -> dict:
         "device": result.device, "torch_threads": torch.get_num_threads(),
         "epochs": result.epochs_run, "best_epoch": result.best_epoch, "batch_size": config.batch_size,
         "lr": config.lr, "seed": config.seed,
-        "wall_seconds": round(wall, 1), "train_seconds": round(result.seconds, 1),
+        "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
         "best_valid_error": round(result.best_valid_error, 5),
         "float_test_error": round(result.float_test_error, 5),
@@ -71,7 +71,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue an interrupted run from its checkpoint (one benchmark only)")
     args = parser.parse_args()
+    if args.resume and len(args.benchmarks) != 1:
+        parser.error("--resume continues one run: name exactly one benchmark")
     unknown = set(args.benchmarks) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {BENCHMARKS}")
