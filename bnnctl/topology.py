@@ -29,6 +29,11 @@ def configs_dir() -> Path:
     raise BnnctlError("configs/networks not found: the bnnctl installation is incomplete")
 
 
+def config_files(kind: str) -> dict[str, Path]:
+    """configs/<kind>/*.toml (networks, datasets, boards) by name, sorted."""
+    return {p.stem: p for p in sorted((configs_dir() / kind).glob("*.toml"))}
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     index: int
@@ -170,11 +175,11 @@ def load_network_file(path: Path) -> NetworkSpec:
 
 @functools.lru_cache(maxsize=None)
 def available_networks() -> tuple[str, ...]:
-    return tuple(sorted(p.stem for p in (configs_dir() / "networks").glob("*.toml")))
+    return tuple(config_files("networks"))
 
 
 @functools.lru_cache(maxsize=None)
 def get_network(name: str) -> NetworkSpec:
     if name not in available_networks():
         raise BnnctlError(f"unknown network '{name}': expected one of {', '.join(available_networks())}")
-    return load_network_file(configs_dir() / "networks" / f"{name}.toml")
+    return load_network_file(config_files("networks")[name])

@@ -107,7 +107,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
 
     result = run_training(config, out=out, device=device, resume=resume, explicit=explicit, log=log,
                           progress=sys.stderr.isatty())
-    classes = _read_classes(result.out_dir)
+    classes = result.classes
     update_state(run_dir=result.out_dir.resolve(), npz=result.npz.resolve(), dataset=config.dataset_label,
                  network=config.network, classes=classes)
     summary = {
@@ -132,6 +132,3 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     click.echo(f"wrote {result.npz}, classes.txt, metrics.json in {result.out_dir}")
     click.echo("next: bnnctl binarize")
 
-
-def _read_classes(run_dir: Path) -> list[str]:
-    return (run_dir / "classes.txt").read_text(encoding="utf-8").split("\n")

@@ -23,7 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
 from bnnctl.data.download import created_dirs, download_file, extract_files, verify_md5
 from bnnctl.errors import BnnctlError, DataError
 from bnnctl.infer import preprocess
-from bnnctl.topology import configs_dir
+from bnnctl.topology import config_files
 
 SPLITS = ("train", "test")
 ENV_DATA = "BNNCTL_DATA"
@@ -67,14 +67,14 @@ class DatasetConfig:
 
 @functools.lru_cache(maxsize=None)
 def available_datasets() -> tuple[str, ...]:
-    return tuple(sorted(p.stem for p in (configs_dir() / "datasets").glob("*.toml")))
+    return tuple(config_files("datasets"))
 
 
 @functools.lru_cache(maxsize=None)
 def dataset_config(name: str) -> DatasetConfig:
     if name not in available_datasets():
         raise BnnctlError(f"unknown dataset '{name}': expected one of {', '.join(available_datasets())}")
-    path = configs_dir() / "datasets" / f"{name}.toml"
+    path = config_files("datasets")[name]
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         dl = data.get("download", {})

@@ -23,7 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from bnnctl.errors import BnnctlError
-from bnnctl.topology import configs_dir
+from bnnctl.topology import config_files
 
 BOARDS_FILE_ENV = "BNNCTL_BOARDS_FILE"
 PLATFORMS = ("pynqZ1-Z2", "ultra96")
@@ -144,7 +144,7 @@ def _resolve_paths(values: dict, base: Path) -> dict:
 @functools.lru_cache(maxsize=None)
 def builtin_profiles() -> dict[str, BoardProfile]:
     profiles = {}
-    for path in sorted((configs_dir() / "boards").glob("*.toml")):
+    for path in config_files("boards").values():
         values = _check_values(_read_toml(path), str(path), _FIELDS)
         missing = {"name", "platform", "board_env", "host"} - set(values)
         if missing:

@@ -29,10 +29,8 @@ class HardwareResult:
 def hardware_error(npz: Path, spec: NetworkSpec, classes: list[str], pixels: np.ndarray,
                    labels: np.ndarray) -> HardwareResult:
     from bnnctl.convert.quantize import binarize_archive
-    from bnnctl.infer.classify import classify_pixels
+    from bnnctl.infer.evaluate import evaluate
 
-    model = binarize_archive(npz, spec, classes)
-    result = classify_pixels(model, pixels, rule=RULE)
-    errors = int(np.count_nonzero(result.classes != labels))
-    return HardwareResult(error=errors / max(len(labels), 1), errors=errors, count=len(labels),
-                          rule=result.rule, engine=result.engine)
+    ev = evaluate(binarize_archive(npz, spec, classes), pixels, labels, rule=RULE)
+    return HardwareResult(error=ev.errors / max(ev.count, 1), errors=ev.errors, count=ev.count,
+                          rule=ev.classification.rule, engine=ev.classification.engine)

@@ -84,6 +84,7 @@ class RunResult:
     epochs_run: int
     seconds: float
     device: str
+    classes: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -323,7 +324,7 @@ class Run:
                          best_valid_error=self.best["valid_error"], float_test_error=float_error,
                          hw_test_error=hw.error, test_split=self.data.test_split, rule=hw.rule,
                          epochs_run=self.epoch, seconds=seconds, device=str(self.device),
-                         history=self.history)
+                         classes=list(self.data.classes), history=self.history)
 
 
 def _check_resume_config(config: TrainConfig, stored: dict[str, Any], explicit: set[str]) -> TrainConfig:
