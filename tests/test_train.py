@@ -173,6 +173,45 @@ def test_converted_model_computes_the_float_graph_exactly(tmp_path, name):
         np.testing.assert_array_equal(bits.astype(bool), out >= 0)
 
 
+@pytest.mark.parametrize("name", NETWORKS)
+def test_validation_rule_is_the_boards_decision(tmp_path, name):
+    """Training picks its best epoch by `board_classes` on the float outputs; that must be the
+    class the board's multi-image call answers from the converted model (spec §4.4), including
+    the fallbacks (CNV: no positive score -> 0; LFC: no bit / several bits)."""
+    from bnnctl.infer.rules import decide
+    from bnnctl.train.trainer import board_classes
+
+    classes = 9 if name.startswith("cnv") else 10
+    model, pixels = fitted_model(name, classes, seed=2)
+    spec = get_network(name)
+    if model.signed_scores:
+        # Random models rarely score an image all <= 0; aim 70 % of every class's weights
+        # against image 0's last hidden activations so that it does.
+        last = model.blocks[-1].linear
+        captured = {}
+        handle = last.register_forward_hook(lambda m, i, o: captured.setdefault("a", i[0].detach()))
+        with torch.no_grad():
+            model(stored_inputs(spec, pixels[:1]))
+            handle.remove()
+            against = torch.where(captured["a"][0] >= 0, -1.0, 1.0).expand_as(last.weight)
+            rand = torch.where(torch.rand_like(last.weight) < 0.5, -1.0, 1.0)
+            last.weight.copy_(torch.where(torch.rand_like(last.weight) < 0.7, against, rand))
+    path = tmp_path / "a.npz"
+    save_archive(model, path)
+    with torch.no_grad():
+        out = model(stored_inputs(spec, pixels))
+    binarized = binarize_archive(path, spec, [str(i) for i in range(classes)])
+    _, run = get_engine()
+    hw = decide(spec.is_cnv, run(binarized, encode_inputs(binarized, pixels)), classes, "multiple")
+    np.testing.assert_array_equal(board_classes(model, out).numpy(), hw)
+    if model.signed_scores:
+        assert (out.max(1).values <= 0).any(), "some image must exercise the class-0 fallback"
+        assert model.score_offset > 0
+    if not spec.is_cnv:
+        bits = (out >= 0).sum(1)
+        assert ((bits == 0) | (bits > 1)).any(), "some image must have no bit or several bits"
+
+
 def test_which_layers_must_keep_gamma_positive():
     """Only dense W1A1 popcount layers convert exactly for gamma < 0 (spec §3.3 row 2 keeps the
     fraction of t); conv popcount layers round first, the others hit spec §3.7.1."""

@@ -136,8 +136,30 @@ class Inputs:
         return cnv_values(batch, self.table)
 
 
-def evaluate(model: BnnModel, inputs: Inputs, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Float-model error (argmax of the last batch-norm's output)."""
+def board_classes(model: BnnModel, outputs: torch.Tensor) -> torch.Tensor:
+    """The class the board's multi-image call answers for these float outputs (spec §4.4).
+
+    Valid where the float output carries what the hardware decides on: LFC's output bits are
+    `output >= 0` (the 1-bit quantiser), signed CNV scores have the sign of the accumulator.
+    W1A1 CNV scores are popcounts (> 0 in practice), so argmax is the board's answer there.
+    """
+    from bnnctl.infer.rules import cnv_multiple, lfc_multiple
+
+    out = outputs.detach().cpu().numpy()
+    if not model.network.is_cnv:
+        bits = (out >= 0).astype(np.uint64) << np.arange(out.shape[1], dtype=np.uint64)
+        decided = lfc_multiple(bits.sum(axis=1, dtype=np.uint64), out.shape[1])
+    elif model.signed_scores:
+        decided = cnv_multiple(out)
+    else:
+        decided = out.argmax(axis=1)
+    return torch.from_numpy(np.asarray(decided, dtype=np.int64)).to(outputs.device)
+
+
+def evaluate(model: BnnModel, inputs: Inputs, x: torch.Tensor, y: torch.Tensor,
+             board_rule: bool = False) -> float:
+    """Float-model error: argmax of the last batch-norm's output, or (board_rule) the class the
+    board's decision rule would take from it (`board_classes`)."""
     if len(y) == 0:
         return float("nan")
     model.eval()
@@ -145,7 +167,8 @@ def evaluate(model: BnnModel, inputs: Inputs, x: torch.Tensor, y: torch.Tensor) 
     with torch.no_grad():
         for start in range(0, len(y), EVAL_BATCH):
             out = model(inputs(x[start:start + EVAL_BATCH], None))
-            wrong += int((out.argmax(1) != y[start:start + EVAL_BATCH]).sum())
+            predicted = board_classes(model, out) if board_rule else out.argmax(1)
+            wrong += int((predicted != y[start:start + EVAL_BATCH]).sum())
     return wrong / len(y)
 
 
@@ -242,7 +265,7 @@ class Run:
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 x = self.inputs(self.train_x[idx], generator if cfg.augment else None)
-                loss = squared_hinge(self.model(x), self.train_y[idx])
+                loss = squared_hinge(self.model(x) - self.model.score_offset, self.train_y[idx])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -261,7 +284,8 @@ class Run:
             t0 = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
             loss = self.train_epoch()
-            valid_error = evaluate(self.model, self.inputs, self.valid_x, self.valid_y)
+            # The best epoch is the one the board does best on, so validate with its rule.
+            valid_error = evaluate(self.model, self.inputs, self.valid_x, self.valid_y, board_rule=True)
             self.scheduler.step()
             self.epoch += 1
             seconds = time.time() - t0
