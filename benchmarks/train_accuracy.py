@@ -37,8 +37,11 @@ def run_one(name: str, args) -> dict:
     recipe = recipe_for(get_network(network).topology)
     config = TrainConfig(dataset=dataset, network=network, epochs=args.epochs or recipe.epochs,
                          batch_size=recipe.batch_size, lr=args.lr or recipe.lr, seed=args.seed,
-                         valid_fraction=VALID_FRACTION, augment=recipe.augment)
-    out = args.resume or HERE / "logs" / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                         valid_fraction=VALID_FRACTION, augment=recipe.augment,
+                         vflip=recipe.vflip if args.vflip is None else args.vflip,
+                         hidden_dropout=recipe.hidden_dropout if args.hidden_dropout is None else args.hidden_dropout)
+    label = f"{name}-{args.tag}" if args.tag else name
+    out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
     result = run_training(config, out=out, device=args.device, progress=False, resume=bool(args.resume),
                           log=lambda line: print(f"[{name}] {line}", flush=True))
@@ -49,7 +52,8 @@ def run_one(name: str, args) -> dict:
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} ({os.cpu_count()} cpus)",
         "device": result.device, "torch_threads": torch.get_num_threads(),
         "epochs": result.epochs_run, "best_epoch": result.best_epoch, "batch_size": config.batch_size,
-        "lr": config.lr, "seed": config.seed,
+        "lr": config.lr, "seed": config.seed, "augment": config.augment, "vflip": config.vflip,
+        "hidden_dropout": config.hidden_dropout, "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
         "best_valid_error": round(result.best_valid_error, 5),
@@ -57,7 +61,7 @@ def run_one(name: str, args) -> dict:
         "hardware_test_error": round(result.hw_test_error, 5),
         "hardware_rule": result.rule, "run_dir": str(out),
     }
-    path = HERE / "results" / f"train-{name}.json"
+    path = HERE / "results" / f"train-{label}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return figures
@@ -69,6 +73,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
+                        help="photos: random vertical flips too (default: the recipe's choice)")
+    parser.add_argument("--hidden-dropout", type=float, help="LFC hidden-layer dropout (default: the model's)")
+    parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",

@@ -411,3 +411,45 @@ def test_without_torch_says_how_to_install(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "pip install 'bnnctl[train]'" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation and recipe knobs
+
+
+def _windows(image: np.ndarray) -> list[np.ndarray]:
+    """Every 32x32 window of the white-padded image, plain and mirrored left-right."""
+    from bnnctl.train.inputs import CROP_PAD, PAD_VALUE
+
+    padded = np.pad(image, ((CROP_PAD, CROP_PAD), (CROP_PAD, CROP_PAD), (0, 0)), constant_values=PAD_VALUE)
+    found = []
+    for oy in range(2 * CROP_PAD + 1):
+        for ox in range(2 * CROP_PAD + 1):
+            w = padded[oy:oy + 32, ox:ox + 32]
+            found += [w, w[:, ::-1]]
+    return found
+
+
+def test_photo_augmentation_crops_flips_and_optionally_flips_vertically():
+    from bnnctl.train.inputs import augment
+
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.integers(0, 255, (40, 32, 32, 3), dtype=np.uint8))
+    plain = augment(pixels, torch.Generator().manual_seed(7)).numpy()
+    both = augment(pixels, torch.Generator().manual_seed(7), vflip=True).numpy()
+    upside_down = 0
+    for i in range(len(pixels)):
+        windows = _windows(pixels[i].numpy())
+        assert any(np.array_equal(plain[i], w) for w in windows), "not a crop (+ mirror) of its image"
+        # The vertical-flip draw comes after the others: same crop and mirror, maybe upside down.
+        if np.array_equal(both[i], plain[i][::-1]) and not np.array_equal(both[i], plain[i]):
+            upside_down += 1
+        else:
+            assert np.array_equal(both[i], plain[i])
+    assert 5 < upside_down < 35, "about half of the images are turned upside down"
+
+
+def test_lfc_hidden_dropout_is_a_recipe_choice():
+    model = BnnModel(get_network("lfcW1A1"), 10, hidden_dropout=0.2)
+    assert model.hidden_dropout.p == 0.2 and model.input_dropout.p == 0.2
+    assert BnnModel(get_network("lfcW1A1"), 10).hidden_dropout.p == 0.5

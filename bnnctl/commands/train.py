@@ -97,7 +97,8 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     recipe = recipe_for(get_network(network).topology)
     config = TrainConfig(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
                          batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr, seed=seed,
-                         valid_fraction=valid_fraction, augment=recipe.augment,
+                         valid_fraction=valid_fraction, augment=recipe.augment, vflip=recipe.vflip,
+                         hidden_dropout=recipe.hidden_dropout,
                          data_dir=str(data_dir) if data_dir else None, limit=limit,
                          test_limit=test_limit)
 

@@ -44,10 +44,13 @@ def cnv_values(pixels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return table[pixels.long()].permute(0, 3, 1, 2).contiguous()
 
 
-def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random 32x32 crop of the white-padded image and random horizontal flip (uint8 NHWC).
+def augment(pixels: torch.Tensor, generator: torch.Generator, vflip: bool = False) -> torch.Tensor:
+    """Random 32x32 crop of the white-padded image, random horizontal flip and, with `vflip`,
+    random vertical flip (uint8 NHWC). Vertical flips keep the class only where up and down do
+    not matter (objects photographed from above, like CUCUMBER-9), so they are opt-in.
 
-    All random draws come from `generator` (on the CPU, so a run is reproducible on any device).
+    All random draws come from `generator` (on the CPU, so a run is reproducible on any device);
+    the vertical-flip draw comes last, so runs without it repeat earlier runs exactly.
     """
     n, h, w, _ = pixels.shape
     padded = torch.nn.functional.pad(pixels.permute(0, 3, 1, 2), (CROP_PAD,) * 4, value=PAD_VALUE)
@@ -58,5 +61,8 @@ def augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rows = oy[:, None] + torch.arange(h, device=pixels.device)  # (n, h)
     cols = ox[:, None] + torch.arange(w, device=pixels.device)  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
+    if vflip:
+        up = (torch.rand(n, generator=generator) < 0.5).to(pixels.device)
+        rows = torch.where(up[:, None], rows.flip(1), rows)
     index = torch.arange(n, device=pixels.device)[:, None, None]
     return padded[index, rows[:, :, None], cols[:, None, :]]

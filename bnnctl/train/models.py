@@ -76,7 +76,7 @@ class Block(nn.Module):
 class BnnModel(nn.Module):
     """A CNV or LFC network for `num_classes` classes; `blocks` follow the archive's layer order."""
 
-    def __init__(self, network: NetworkSpec, num_classes: int):
+    def __init__(self, network: NetworkSpec, num_classes: int, hidden_dropout: float | None = None):
         super().__init__()
         if not 2 <= num_classes <= network.max_classes:
             raise ValueError(f"{network.name} supports 2..{network.max_classes} classes, got {num_classes}")
@@ -90,7 +90,9 @@ class BnnModel(nn.Module):
             blocks.append(Block(layer, width, output=is_out, scalar_bn=is_out and network.is_cnv))
         self.blocks = nn.ModuleList(blocks)
         self.input_dropout = nn.Dropout(LFC_INPUT_DROPOUT) if not network.is_cnv else nn.Identity()
-        self.hidden_dropout = nn.Dropout(LFC_HIDDEN_DROPOUT) if not network.is_cnv else nn.Identity()
+        if hidden_dropout is None:
+            hidden_dropout = LFC_HIDDEN_DROPOUT
+        self.hidden_dropout = nn.Dropout(hidden_dropout) if not network.is_cnv else nn.Identity()
         # Output scores whose sign is the sign of the hardware accumulator (uncentred scale).
         self.signed_scores = isinstance(self.blocks[-1].bn, ScaleOnlyNorm)
         self.score_offset = SIGNED_SCORE_OFFSET if self.signed_scores else 0.0

@@ -23,6 +23,8 @@ class Recipe:
     batch_size: int
     lr: float
     augment: bool  # random crop (white padding) + horizontal flip, photos only
+    vflip: bool = False  # also random vertical flips (inputs.augment)
+    hidden_dropout: float | None = None  # LFC hidden-layer dropout; None: models.LFC_HIDDEN_DROPOUT
 
 
 RECIPES = {

@@ -54,6 +54,8 @@ class TrainConfig:
     seed: int = 1
     valid_fraction: float = 0.1
     augment: bool = False
+    vflip: bool = False  # with augment: vertical flips too
+    hidden_dropout: float | None = None  # LFC only; None = the model's default
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
@@ -68,7 +70,7 @@ class TrainConfig:
 # Options that define the run; --resume refuses to change them because the continued run
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
-                   "augment", "limit", "test_limit")
+                   "augment", "vflip", "hidden_dropout", "limit", "test_limit")
 
 
 @dataclass
@@ -124,15 +126,16 @@ def make_reproducible(device: torch.device) -> None:
 class Inputs:
     """Turns a batch of stored training inputs into network inputs on the device."""
 
-    def __init__(self, spec: NetworkSpec, device: torch.device):
+    def __init__(self, spec: NetworkSpec, device: torch.device, vflip: bool = False):
         self.is_cnv = spec.is_cnv
+        self.vflip = vflip
         self.table = cnv_code_table().to(device) if spec.is_cnv else None
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if not self.is_cnv:
             return batch  # LFC inputs are stored as +-1 already
         if generator is not None:
-            batch = augment(batch, generator)
+            batch = augment(batch, generator, self.vflip)
         return cnv_values(batch, self.table)
 
 
@@ -212,11 +215,11 @@ class Run:
         self.spec = get_network(config.network)
         self.npz = out / f"{config.dataset_label}-{config.network}.npz"
         torch.manual_seed(config.seed)  # model initialisation
-        self.model = BnnModel(self.spec, len(data.classes)).to(device)
+        self.model = BnnModel(self.spec, len(data.classes), hidden_dropout=config.hidden_dropout).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         # Cosine decay to zero, stepped once per epoch (recipe.py).
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
-        self.inputs = Inputs(self.spec, device)
+        self.inputs = Inputs(self.spec, device, vflip=config.vflip)
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "valid_error": math.inf, "state": None}
