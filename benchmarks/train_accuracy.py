@@ -30,7 +30,7 @@ def run_one(name: str, args) -> dict:
     import torch
 
     from bnnctl.topology import get_network
-    from bnnctl.train.recipe import VALID_FRACTION, recipe_for
+    from bnnctl.train.recipe import VALID_FRACTION, recipe_for, vertical_flips
     from bnnctl.train.trainer import TrainConfig, run_training
 
     dataset, network = name.split("-", 1)
@@ -38,7 +38,7 @@ def run_one(name: str, args) -> dict:
     config = TrainConfig(dataset=dataset, network=network, epochs=args.epochs or recipe.epochs,
                          batch_size=recipe.batch_size, lr=args.lr or recipe.lr, seed=args.seed,
                          valid_fraction=VALID_FRACTION, augment=recipe.augment,
-                         vflip=recipe.vflip if args.vflip is None else args.vflip,
+                         vflip=vertical_flips(dataset) if args.vflip is None else args.vflip,
                          hidden_dropout=recipe.hidden_dropout if args.hidden_dropout is None else args.hidden_dropout)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
-                        help="photos: random vertical flips too (default: the recipe's choice)")
+                        help="photos: random vertical flips too (default: the dataset's setting)")
     parser.add_argument("--hidden-dropout", type=float, help="LFC hidden-layer dropout (default: the model's)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")

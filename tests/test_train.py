@@ -300,7 +300,7 @@ def test_train_image_folder(tmp_path):
 
 def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
     folder = make_image_folder(tmp_path / "colours", per_class=16)
-    common = [str(folder), "--epochs", "3", "--batch-size", "8", "--threads", "1"]
+    common = [str(folder), "--epochs", "3", "--batch-size", "8", "--threads", "1", "--vflip"]
     straight = train(tmp_path, None, *common, "--out", "straight")
     assert straight.code == 0, straight.err
 
@@ -317,6 +317,7 @@ def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
     assert "--resume" in err and "Traceback" not in err
     metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["status"] == "interrupted" and 1 <= metrics["epochs_completed"] < 3
+    assert metrics["config"]["vflip"] is True
 
     # same thread count: a different one changes float summation order, hence the last bits
     resumed = train(tmp_path, None, str(folder), "--out", "cut", "--resume", "--threads", "1")
@@ -339,6 +340,7 @@ def test_resume_refuses_a_changed_option(tmp_path):
     assert first.code == 0, first.err
     again = train(tmp_path, None, str(folder), "--epochs", "1", "--lr", "0.5", "--out", "run", "--resume")
     assert_user_error(again, "--resume", "lr")
+    assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--vflip"), "--resume", "vflip")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run"), "not empty", "--resume")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "nothing-here", "--resume"), "checkpoint")
 
@@ -453,3 +455,12 @@ def test_lfc_hidden_dropout_is_a_recipe_choice():
     model = BnnModel(get_network("lfcW1A1"), 10, hidden_dropout=0.2)
     assert model.hidden_dropout.p == 0.2 and model.input_dropout.p == 0.2
     assert BnnModel(get_network("lfcW1A1"), 10).hidden_dropout.p == 0.5
+
+
+def test_vertical_flips_are_a_fact_of_the_dataset(tmp_path):
+    from bnnctl.data.datasets import dataset_config
+    from bnnctl.train.recipe import vertical_flips
+
+    assert not vertical_flips("mnist") and not vertical_flips("cifar10")  # a 6 upside down is a 9
+    assert not vertical_flips(str(make_image_folder(tmp_path / "colours", per_class=1)))
+    assert vertical_flips("cucumber9") == dataset_config("cucumber9").vertical_flips

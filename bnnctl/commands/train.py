@@ -40,6 +40,10 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="Seed of initialisation, validation split, shuffling, augmentation and dropout.")
 @click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Part of the training images held out to pick the best epoch.")
+@click.option("--vflip/--no-vflip", default=None,
+              help="Photos: also flip training images upside down at random (for objects seen from "
+                   "above, where up and down carry no meaning). Default: the dataset's setting "
+                   "(configs/datasets), off for image folders.")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
@@ -49,7 +53,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @JSON_OPTION
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
-          valid_fraction, limit, test_limit, threads, as_json):
+          valid_fraction, vflip, limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -80,7 +84,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     except ImportError:
         raise BnnctlError("training needs PyTorch: pip install 'bnnctl[train]'") from None
     from bnnctl.topology import get_network
-    from bnnctl.train.recipe import recipe_for
+    from bnnctl.train.recipe import recipe_for, vertical_flips
     from bnnctl.train.trainer import TrainConfig, run_training
 
     explicit = _explicit(ctx)
@@ -97,7 +101,8 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     recipe = recipe_for(get_network(network).topology)
     config = TrainConfig(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
                          batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr, seed=seed,
-                         valid_fraction=valid_fraction, augment=recipe.augment, vflip=recipe.vflip,
+                         valid_fraction=valid_fraction, augment=recipe.augment,
+                         vflip=vertical_flips(dataset) if vflip is None else vflip,
                          hidden_dropout=recipe.hidden_dropout,
                          data_dir=str(data_dir) if data_dir else None, limit=limit,
                          test_limit=test_limit)

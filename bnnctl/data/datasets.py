@@ -55,6 +55,7 @@ class DatasetConfig:
     meta: str = ""
     archive: str = ""
     archive_md5: str = ""
+    vertical_flips: bool = False  # [training] a photo upside down is still the same class
 
     def split_files(self, split: str) -> list[str]:
         entry = self.splits[split]
@@ -84,7 +85,8 @@ def dataset_config(name: str) -> DatasetConfig:
             counts=dict(data["counts"]), splits=dict(data["splits"]), md5=dict(data.get("md5", {})),
             urls=tuple(dl.get("mirrors") or dl.get("urls") or ()), compressed=dl.get("compressed", ""),
             meta=data.get("meta", ""), archive=dl.get("archive", ""),
-            archive_md5=dl.get("archive_md5", ""))
+            archive_md5=dl.get("archive_md5", ""),
+            vertical_flips=bool(data.get("training", {}).get("vertical_flips", False)))
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise BnnctlError(f"{path}: invalid dataset config ({exc})") from None
 

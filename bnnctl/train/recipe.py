@@ -23,7 +23,6 @@ class Recipe:
     batch_size: int
     lr: float
     augment: bool  # random crop (white padding) + horizontal flip, photos only
-    vflip: bool = False  # also random vertical flips (inputs.augment)
     hidden_dropout: float | None = None  # LFC hidden-layer dropout; None: models.LFC_HIDDEN_DROPOUT
 
 
@@ -40,3 +39,11 @@ VALID_FRACTION = 0.1
 
 def recipe_for(topology: str) -> Recipe:
     return RECIPES[topology]
+
+
+def vertical_flips(dataset: str) -> bool:
+    """Whether upside-down copies keep the class: a fact of the dataset (configs/datasets,
+    `[training] vertical_flips`), so off for image folders unless the user says so."""
+    from bnnctl.data.datasets import available_datasets, dataset_config
+
+    return dataset in available_datasets() and dataset_config(dataset).vertical_flips

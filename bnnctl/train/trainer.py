@@ -15,7 +15,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -360,7 +360,9 @@ def _check_resume_config(config: TrainConfig, stored: dict[str, Any], explicit: 
         if name in explicit and getattr(config, name) != stored.get(name):
             raise BnnctlError(f"--resume: the run was started with {name}={stored.get(name)!r}, "
                               f"not {getattr(config, name)!r}; leave the option out to continue it")
-    kept = {k: stored[k] for k in FIXED_ON_RESUME if k in stored}
+    # A checkpoint from before an option existed ran with that option's default.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    kept = {k: stored.get(k, defaults[k]) for k in FIXED_ON_RESUME}
     return TrainConfig(**{**asdict(config), **kept})
 
 
