@@ -458,9 +458,8 @@ def test_lfc_hidden_dropout_is_a_recipe_choice():
 
 
 def test_vertical_flips_are_a_fact_of_the_dataset(tmp_path):
-    from bnnctl.data.datasets import dataset_config
     from bnnctl.train.recipe import vertical_flips
 
     assert not vertical_flips("mnist") and not vertical_flips("cifar10")  # a 6 upside down is a 9
     assert not vertical_flips(str(make_image_folder(tmp_path / "colours", per_class=1)))
-    assert vertical_flips("cucumber9") == dataset_config("cucumber9").vertical_flips
+    assert not vertical_flips("cucumber9")  # measured worse, see configs/datasets/cucumber9.toml
