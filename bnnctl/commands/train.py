@@ -24,7 +24,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.argument("dataset", metavar="DATASET")
 @network_option(help="Network to train. Default: cnvW1A1 for cucumber9, cifar10 and image folders, "
                      "lfcW1A1 for mnist.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs to train. Default: 200 (CNV), 100 (LFC).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs to train. Default: 200 (CNV), 150 (LFC).")
 @click.option("--batch-size", type=click.IntRange(min=2), help="Images per step. Default: 50 (CNV), 100 (LFC).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate at the start of the cosine decay. Default: 0.02 (CNV), 0.01 (LFC).")

@@ -29,9 +29,12 @@ class Recipe:
 RECIPES = {
     # Photos: BNN-PYNQ used batch 50 for CIFAR-10 (spec §2.3). Crop + flip for photos.
     "cnv": Recipe(epochs=200, batch_size=50, lr=0.02, augment=True),
-    # Digits: batch 100 as BNN-PYNQ MNIST; no augmentation (a flipped digit is another digit);
-    # dropout 0.2 / 0.5 is part of the model (models.py, spec §2.3).
-    "lfc": Recipe(epochs=100, batch_size=100, lr=0.01, augment=False),
+    # Digits: batch 100 as BNN-PYNQ MNIST; no augmentation (a flipped digit is another digit).
+    # Hidden dropout 0.2 instead of BNN-PYNQ's 0.5 (input dropout stays 0.2): MNIST lfcW1A1
+    # reached 1.60 % hardware-exact test error after 150 epochs, against 2.14 % for 0.5 after
+    # 100 (benchmarks/results/train-mnist-lfcW1A1*.json); its best validation error so far was
+    # lower at every 10th/20th epoch compared (e.g. 1.65 % against 1.95 % at epoch 100).
+    "lfc": Recipe(epochs=150, batch_size=100, lr=0.01, augment=False, hidden_dropout=0.2),
 }
 
 VALID_FRACTION = 0.1
