@@ -29,17 +29,13 @@ BENCHMARKS = ["mnist-lfcW1A1", "cucumber9-cnvW1A1", "cucumber9-cnvW1A2", "cucumb
 def run_one(name: str, args) -> dict:
     import torch
 
-    from bnnctl.topology import get_network
-    from bnnctl.train.recipe import VALID_FRACTION, recipe_for, vertical_flips
+    from bnnctl.train.recipe import VALID_FRACTION
     from bnnctl.train.trainer import TrainConfig, run_training
 
     dataset, network = name.split("-", 1)
-    recipe = recipe_for(get_network(network).topology)
-    config = TrainConfig(dataset=dataset, network=network, epochs=args.epochs or recipe.epochs,
-                         batch_size=recipe.batch_size, lr=args.lr or recipe.lr, seed=args.seed,
-                         valid_fraction=VALID_FRACTION, augment=recipe.augment,
-                         vflip=vertical_flips(dataset) if args.vflip is None else args.vflip,
-                         hidden_dropout=recipe.hidden_dropout if args.hidden_dropout is None else args.hidden_dropout)
+    config = TrainConfig.from_recipe(dataset, network, epochs=args.epochs, lr=args.lr, vflip=args.vflip,
+                                     hidden_dropout=args.hidden_dropout, seed=args.seed,
+                                     valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()

@@ -84,7 +84,6 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     except ImportError:
         raise BnnctlError("training needs PyTorch: pip install 'bnnctl[train]'") from None
     from bnnctl.topology import get_network
-    from bnnctl.train.recipe import recipe_for, vertical_flips
     from bnnctl.train.trainer import TrainConfig, run_training
 
     explicit = _explicit(ctx)
@@ -98,14 +97,10 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     if dataset not in DEFAULT_NETWORK and Path(dataset).is_dir():
         dataset = str(Path(dataset).resolve())  # so --resume works from any folder
     network = network or DEFAULT_NETWORK.get(dataset, "cnvW1A1")
-    recipe = recipe_for(get_network(network).topology)
-    config = TrainConfig(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
-                         batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr, seed=seed,
-                         valid_fraction=valid_fraction, augment=recipe.augment,
-                         vflip=vertical_flips(dataset) if vflip is None else vflip,
-                         hidden_dropout=recipe.hidden_dropout,
-                         data_dir=str(data_dir) if data_dir else None, limit=limit,
-                         test_limit=test_limit)
+    config = TrainConfig.from_recipe(dataset, network, epochs=epochs, batch_size=batch_size, lr=lr,
+                                     vflip=vflip, seed=seed, valid_fraction=valid_fraction,
+                                     data_dir=str(data_dir) if data_dir else None, limit=limit,
+                                     test_limit=test_limit)
 
     # With --json stdout carries only the final object; epoch lines go to stderr.
     def log(line: str) -> None:

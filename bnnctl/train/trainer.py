@@ -34,6 +34,7 @@ from bnnctl.train.hwtest import hardware_error
 from bnnctl.train.inputs import augment, cnv_code_table, cnv_values
 from bnnctl.train.layers import apply_constraints
 from bnnctl.train.models import BnnModel
+from bnnctl.train.recipe import recipe_for, vertical_flips
 
 EVAL_BATCH = 500
 
@@ -59,6 +60,19 @@ class TrainConfig:
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
+
+    @classmethod
+    def from_recipe(cls, dataset: str, network: str, *, epochs: int | None = None,
+                    batch_size: int | None = None, lr: float | None = None, vflip: bool | None = None,
+                    hidden_dropout: float | None = None, **fixed: Any) -> "TrainConfig":
+        """The run the recipe of the network's topology describes (recipe.py), with the values
+        given here (not None) in its place; `fixed` passes the remaining fields through."""
+        recipe = recipe_for(get_network(network).topology)
+        return cls(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
+                   batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr,
+                   augment=recipe.augment, vflip=vertical_flips(dataset) if vflip is None else vflip,
+                   hidden_dropout=recipe.hidden_dropout if hidden_dropout is None else hidden_dropout,
+                   **fixed)
 
     @property
     def dataset_label(self) -> str:
