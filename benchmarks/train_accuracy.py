@@ -33,7 +33,8 @@ def run_one(name: str, args) -> dict:
     from bnnctl.train.trainer import TrainConfig, run_training
 
     dataset, network = name.split("-", 1)
-    config = TrainConfig.from_recipe(dataset, network, epochs=args.epochs, lr=args.lr, vflip=args.vflip,
+    config = TrainConfig.from_recipe(dataset, network, epochs=args.epochs, lr=args.lr, augment=args.augment,
+                                     vflip=args.vflip, batch_size=args.batch_size,
                                      hidden_dropout=args.hidden_dropout, seed=args.seed,
                                      valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
@@ -69,6 +70,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random crop + mirror (photos) / random shift (digits); default: the recipe's")
     parser.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
                         help="photos: random vertical flips too (default: the dataset's setting)")
     parser.add_argument("--hidden-dropout", type=float, help="LFC hidden-layer dropout (default: the model's)")

@@ -275,9 +275,10 @@ def check_run(tmp_path: Path, run, dataset: str, network: str, classes: int, cha
 
 def test_train_mnist_idx_subset(tmp_path, data_dir):
     run = train(tmp_path, data_dir, "mnist", "--epochs", "2", "--limit", "1000", "--test-limit", "500",
-                "--batch-size", "25", "--out", "run")
-    result, _ = check_run(tmp_path, run, "mnist", "lfcW1A1", 10, chance_margin=0.15)
+                "--batch-size", "25", "--augment", "--out", "run")
+    result, out = check_run(tmp_path, run, "mnist", "lfcW1A1", 10, chance_margin=0.15)
     assert result["test_split"] == "test"
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["config"]["augment"] is True
 
 
 def test_train_cucumber9_cifar_python_subset(tmp_path, data_dir):
@@ -341,6 +342,8 @@ def test_resume_refuses_a_changed_option(tmp_path):
     again = train(tmp_path, None, str(folder), "--epochs", "1", "--lr", "0.5", "--out", "run", "--resume")
     assert_user_error(again, "--resume", "lr")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--vflip"), "--resume", "vflip")
+    assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--no-augment"),
+                      "--resume", "augment")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run"), "not empty", "--resume")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "nothing-here", "--resume"), "checkpoint")
 
@@ -449,6 +452,29 @@ def test_photo_augmentation_crops_flips_and_optionally_flips_vertically():
         else:
             assert np.array_equal(both[i], plain[i])
     assert 5 < upside_down < 35, "about half of the images are turned upside down"
+
+
+def test_digit_augmentation_only_shifts():
+    from bnnctl.train.inputs import DIGIT_SHIFT, shift_digits
+    from bnnctl.train.trainer import Inputs
+
+    rng = np.random.default_rng(1)
+    images = np.where(rng.random((30, 28, 28)) < 0.3, 1.0, -1.0).astype(np.float32)
+    shifted = shift_digits(torch.from_numpy(images.reshape(30, 784)), torch.Generator().manual_seed(3))
+    shifted = shifted.numpy().reshape(30, 28, 28)
+    padded = np.pad(images, ((0, 0), (DIGIT_SHIFT,) * 2, (DIGIT_SHIFT,) * 2), constant_values=-1.0)
+    offsets = set()
+    for i in range(len(images)):
+        found = [(oy, ox) for oy in range(2 * DIGIT_SHIFT + 1) for ox in range(2 * DIGIT_SHIFT + 1)
+                 if np.array_equal(shifted[i], padded[i, oy:oy + 28, ox:ox + 28])]
+        assert found, "not a shifted copy of its image (background -1 around it)"
+        offsets.add(found[0])
+    assert len(offsets) > 5, "the shifts vary from image to image"
+    # Through the trainer: LFC batches are shifted only when augmentation is on (generator given).
+    inputs = Inputs(get_network("lfcW1A1"), torch.device("cpu"))
+    batch = torch.from_numpy(images.reshape(30, 784))
+    assert torch.equal(inputs(batch, None), batch)
+    assert not torch.equal(inputs(batch, torch.Generator().manual_seed(3)), batch)
 
 
 def test_lfc_hidden_dropout_is_a_recipe_choice():

@@ -40,6 +40,10 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="Seed of initialisation, validation split, shuffling, augmentation and dropout.")
 @click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Part of the training images held out to pick the best epoch.")
+@click.option("--augment/--no-augment", default=None,
+              help="Random changes to each training image every epoch: photos are cropped from a "
+                   "white-padded copy and mirrored, digits shifted by up to 2 pixels. Default: the "
+                   "recipe's (see the README's Training section).")
 @click.option("--vflip/--no-vflip", default=None,
               help="Photos: also flip training images upside down at random (for objects seen from "
                    "above, where up and down carry no meaning). Default: the dataset's setting "
@@ -53,7 +57,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @JSON_OPTION
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
-          valid_fraction, vflip, limit, test_limit, threads, as_json):
+          valid_fraction, augment, vflip, limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -98,7 +102,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
         dataset = str(Path(dataset).resolve())  # so --resume works from any folder
     network = network or DEFAULT_NETWORK.get(dataset, "cnvW1A1")
     config = TrainConfig.from_recipe(dataset, network, epochs=epochs, batch_size=batch_size, lr=lr,
-                                     vflip=vflip, seed=seed, valid_fraction=valid_fraction,
+                                     augment=augment, vflip=vflip, seed=seed, valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)
 

@@ -19,6 +19,10 @@ import torch
 CROP_PAD = 4
 PAD_VALUE = 255
 
+# Digits are only shifted (a mirrored digit is another digit, or none): by up to this many
+# pixels each way, the uncovered border filled with background (input bit 0, value -1).
+DIGIT_SHIFT = 2
+
 
 def cnv_code_table() -> torch.Tensor:
     """float32 (256,): input value q/128 for every byte value, via the board-exact quantiser."""
@@ -66,3 +70,18 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, vflip: bool = Fals
         rows = torch.where(up[:, None], rows.flip(1), rows)
     index = torch.arange(n, device=pixels.device)[:, None, None]
     return padded[index, rows[:, :, None], cols[:, None, :]]
+
+
+def shift_digits(values: torch.Tensor, generator: torch.Generator, shift: int = DIGIT_SHIFT) -> torch.Tensor:
+    """Random translation of LFC inputs, float (N, 784) +-1 -> (N, 784): each image moves by
+    -shift..shift pixels in each direction, as a 28x28 crop of the background-padded picture."""
+    n = values.shape[0]
+    side = 28
+    images = values.reshape(n, 1, side, side)
+    padded = torch.nn.functional.pad(images, (shift,) * 4, value=-1.0)[:, 0]
+    oy = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(values.device)
+    ox = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(values.device)
+    rows = oy[:, None] + torch.arange(side, device=values.device)
+    cols = ox[:, None] + torch.arange(side, device=values.device)
+    index = torch.arange(n, device=values.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]].reshape(n, side * side)

@@ -31,7 +31,7 @@ from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_check
 from bnnctl.train.data import TrainingData, load_training_data
 from bnnctl.train.export import save_archive
 from bnnctl.train.hwtest import hardware_error
-from bnnctl.train.inputs import augment, cnv_code_table, cnv_values
+from bnnctl.train.inputs import augment, cnv_code_table, cnv_values, shift_digits
 from bnnctl.train.layers import apply_constraints
 from bnnctl.train.models import BnnModel
 from bnnctl.train.recipe import recipe_for, vertical_flips
@@ -54,7 +54,7 @@ class TrainConfig:
     lr: float
     seed: int = 1
     valid_fraction: float = 0.1
-    augment: bool = False
+    augment: bool = False  # photos: random crop + mirror; digits: random shift
     vflip: bool = False  # with augment: vertical flips too
     hidden_dropout: float | None = None  # LFC only; None = the model's default
     data_dir: str | None = None
@@ -63,14 +63,14 @@ class TrainConfig:
 
     @classmethod
     def from_recipe(cls, dataset: str, network: str, *, epochs: int | None = None,
-                    batch_size: int | None = None, lr: float | None = None, vflip: bool | None = None,
-                    hidden_dropout: float | None = None, **fixed: Any) -> "TrainConfig":
+                    batch_size: int | None = None, lr: float | None = None, augment: bool | None = None,
+                    vflip: bool | None = None, hidden_dropout: float | None = None, **fixed: Any) -> "TrainConfig":
         """The run the recipe of the network's topology describes (recipe.py), with the values
         given here (not None) in its place; `fixed` passes the remaining fields through."""
         recipe = recipe_for(get_network(network).topology)
         return cls(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
                    batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr,
-                   augment=recipe.augment, vflip=vertical_flips(dataset) if vflip is None else vflip,
+                   augment=recipe.augment if augment is None else augment, vflip=vertical_flips(dataset) if vflip is None else vflip,
                    hidden_dropout=recipe.hidden_dropout if hidden_dropout is None else hidden_dropout,
                    **fixed)
 
@@ -147,7 +147,8 @@ class Inputs:
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if not self.is_cnv:
-            return batch  # LFC inputs are stored as +-1 already
+            # LFC inputs are stored as +-1 already; their augmentation is a small shift.
+            return batch if generator is None else shift_digits(batch, generator)
         if generator is not None:
             batch = augment(batch, generator, self.vflip)
         return cnv_values(batch, self.table)
