@@ -5,7 +5,7 @@ this module only splits and encodes them:
 * the validation split is held out from the *training* data with a seeded permutation, and the
   best epoch is chosen on it; the test split is only ever evaluated at the end;
 * CNV pixels stay uint8 (augmentation works on pixels, encoding happens per batch on the
-  device); LFC inputs are encoded to +-1 once (no augmentation for digits).
+  device); LFC inputs are encoded to +-1 once (their optional shifts work on those values).
 """
 
 from __future__ import annotations
