@@ -48,6 +48,21 @@ def cnv_values(pixels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return table[pixels.long()].permute(0, 3, 1, 2).contiguous()
 
 
+def _random_windows(n: int, height: int, width: int, pad: int, generator: torch.Generator,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row (n, height) and column (n, width) indices of one random window per image in a copy
+    padded by `pad` on every side; draws the row offsets, then the column offsets."""
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    return oy[:, None] + torch.arange(height, device=device), ox[:, None] + torch.arange(width, device=device)
+
+
+def _take(padded: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(n, H, W, ...) -> (n, h, w, ...): image i at rows[i] x cols[i]."""
+    index = torch.arange(padded.shape[0], device=padded.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]]
+
+
 def augment(pixels: torch.Tensor, generator: torch.Generator, vflip: bool = False) -> torch.Tensor:
     """Random 32x32 crop of the white-padded image, random horizontal flip and, with `vflip`,
     random vertical flip (uint8 NHWC). Vertical flips keep the class only where up and down do
@@ -59,29 +74,19 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, vflip: bool = Fals
     n, h, w, _ = pixels.shape
     padded = torch.nn.functional.pad(pixels.permute(0, 3, 1, 2), (CROP_PAD,) * 4, value=PAD_VALUE)
     padded = padded.permute(0, 2, 3, 1)
-    oy = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator).to(pixels.device)
-    ox = torch.randint(0, 2 * CROP_PAD + 1, (n,), generator=generator).to(pixels.device)
+    rows, cols = _random_windows(n, h, w, CROP_PAD, generator, pixels.device)
     flip = (torch.rand(n, generator=generator) < 0.5).to(pixels.device)
-    rows = oy[:, None] + torch.arange(h, device=pixels.device)  # (n, h)
-    cols = ox[:, None] + torch.arange(w, device=pixels.device)  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     if vflip:
         up = (torch.rand(n, generator=generator) < 0.5).to(pixels.device)
         rows = torch.where(up[:, None], rows.flip(1), rows)
-    index = torch.arange(n, device=pixels.device)[:, None, None]
-    return padded[index, rows[:, :, None], cols[:, None, :]]
+    return _take(padded, rows, cols)
 
 
 def shift_digits(values: torch.Tensor, generator: torch.Generator, shift: int = DIGIT_SHIFT) -> torch.Tensor:
     """Random translation of LFC inputs, float (N, 784) +-1 -> (N, 784): each image moves by
     -shift..shift pixels in each direction, as a 28x28 crop of the background-padded picture."""
-    n = values.shape[0]
-    side = 28
-    images = values.reshape(n, 1, side, side)
-    padded = torch.nn.functional.pad(images, (shift,) * 4, value=-1.0)[:, 0]
-    oy = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(values.device)
-    ox = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(values.device)
-    rows = oy[:, None] + torch.arange(side, device=values.device)
-    cols = ox[:, None] + torch.arange(side, device=values.device)
-    index = torch.arange(n, device=values.device)[:, None, None]
-    return padded[index, rows[:, :, None], cols[:, None, :]].reshape(n, side * side)
+    n, side = values.shape[0], 28
+    padded = torch.nn.functional.pad(values.reshape(n, side, side), (shift,) * 4, value=-1.0)
+    rows, cols = _random_windows(n, side, side, shift, generator, values.device)
+    return _take(padded, rows, cols).reshape(n, side * side)

@@ -70,7 +70,8 @@ class TrainConfig:
         recipe = recipe_for(get_network(network).topology)
         return cls(dataset=dataset, network=network, epochs=epochs or recipe.epochs,
                    batch_size=batch_size or recipe.batch_size, lr=lr or recipe.lr,
-                   augment=recipe.augment if augment is None else augment, vflip=vertical_flips(dataset) if vflip is None else vflip,
+                   augment=recipe.augment if augment is None else augment,
+                   vflip=vertical_flips(dataset) if vflip is None else vflip,
                    hidden_dropout=recipe.hidden_dropout if hidden_dropout is None else hidden_dropout,
                    **fixed)
 
