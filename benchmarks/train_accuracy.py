@@ -35,7 +35,7 @@ def run_one(name: str, args) -> dict:
     dataset, network = name.split("-", 1)
     config = TrainConfig.from_recipe(dataset, network, epochs=args.epochs, lr=args.lr, augment=args.augment,
                                      vflip=args.vflip, batch_size=args.batch_size,
-                                     hidden_dropout=args.hidden_dropout, seed=args.seed,
+                                     hidden_dropout=args.hidden_dropout, loss=args.loss, seed=args.seed,
                                      valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -50,7 +50,7 @@ def run_one(name: str, args) -> dict:
         "device": result.device, "torch_threads": torch.get_num_threads(),
         "epochs": result.epochs_run, "best_epoch": result.best_epoch, "batch_size": config.batch_size,
         "lr": config.lr, "seed": config.seed, "augment": config.augment, "vflip": config.vflip,
-        "hidden_dropout": config.hidden_dropout, "tag": args.tag,
+        "hidden_dropout": config.hidden_dropout, "loss": config.loss, "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
         "best_valid_error": round(result.best_valid_error, 5),
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
                         help="photos: random vertical flips too (default: the dataset's setting)")
     parser.add_argument("--hidden-dropout", type=float, help="LFC hidden-layer dropout (default: the model's)")
+    parser.add_argument("--loss", choices=["hinge", "cross-entropy"],
+                        help="training loss (default: the recipe's; cross-entropy: cnvW1A1 only)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")

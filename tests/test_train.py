@@ -301,7 +301,8 @@ def test_train_image_folder(tmp_path):
 
 def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
     folder = make_image_folder(tmp_path / "colours", per_class=16)
-    common = [str(folder), "--epochs", "3", "--batch-size", "8", "--threads", "1", "--vflip"]
+    common = [str(folder), "--epochs", "3", "--batch-size", "8", "--threads", "1", "--vflip",
+              "--loss", "cross-entropy"]
     straight = train(tmp_path, None, *common, "--out", "straight")
     assert straight.code == 0, straight.err
 
@@ -318,7 +319,7 @@ def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
     assert "--resume" in err and "Traceback" not in err
     metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["status"] == "interrupted" and 1 <= metrics["epochs_completed"] < 3
-    assert metrics["config"]["vflip"] is True
+    assert metrics["config"]["vflip"] is True and metrics["config"]["loss"] == "cross-entropy"
 
     # same thread count: a different one changes float summation order, hence the last bits
     resumed = train(tmp_path, None, str(folder), "--out", "cut", "--resume", "--threads", "1")
@@ -344,6 +345,8 @@ def test_resume_refuses_a_changed_option(tmp_path):
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--vflip"), "--resume", "vflip")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--no-augment"),
                       "--resume", "augment")
+    assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--loss", "cross-entropy"),
+                      "--resume", "loss")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run"), "not empty", "--resume")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "nothing-here", "--resume"), "checkpoint")
 
@@ -408,6 +411,39 @@ def test_unwritable_out_dir(tmp_path):
 
 def test_mnist_with_a_cnv_network_is_refused(tmp_path, data_dir):
     assert_user_error(train(tmp_path, data_dir, "mnist", "--network", "cnvW1A1"), "lfc network")
+
+
+def test_cross_entropy_only_where_the_board_takes_an_argmax(tmp_path):
+    folder = make_image_folder(tmp_path / "colours", per_class=6)
+    before = {p.name for p in tmp_path.iterdir()}
+    for network in ("cnvW1A2", "cnvW2A2"):
+        run = train(tmp_path, None, str(folder), "--network", network, "--loss", "cross-entropy", "--out", "run")
+        assert_user_error(run, "--loss cross-entropy", network)
+        assert_nothing_written(tmp_path, before)
+    # LFC (output bits) has no image-folder form; its refusal is checked where it is decided
+    from bnnctl.errors import BnnctlError
+    from bnnctl.topology import get_network
+    from bnnctl.train.trainer import TrainConfig, check_loss
+
+    for network in ("lfcW1A1", "lfcW1A2"):
+        with pytest.raises(BnnctlError, match=network):
+            check_loss(TrainConfig.from_recipe("mnist", network, loss="cross-entropy"), get_network(network))
+    check_loss(TrainConfig.from_recipe("cucumber9", "cnvW1A1", loss="cross-entropy"), get_network("cnvW1A1"))
+
+
+def test_the_chosen_loss_is_the_one_trained(tmp_path):
+    from bnnctl.train.trainer import TrainConfig, run_training
+
+    folder = make_image_folder(tmp_path / "colours", per_class=6)
+    archives = {}
+    for loss in ("hinge", "cross-entropy"):
+        config = TrainConfig.from_recipe(str(folder), "cnvW1A1", epochs=1, batch_size=8, loss=loss)
+        result = run_training(config, out=tmp_path / loss, device="cpu", log=lambda line: None, progress=False)
+        with np.load(result.npz) as npz:
+            archives[loss] = [npz[key] for key in npz.files]
+        assert json.loads((tmp_path / loss / "metrics.json").read_text(encoding="utf-8"))["config"]["loss"] == loss
+    # same seed, data and draws: only the loss differs, so the trained parameters must too
+    assert any(not np.array_equal(a, b) for a, b in zip(archives["hinge"], archives["cross-entropy"]))
 
 
 def test_without_torch_says_how_to_install(tmp_path):

@@ -48,6 +48,10 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="Photos: also flip training images upside down at random (for objects seen from "
                    "above, where up and down carry no meaning). Default: the dataset's setting "
                    "(configs/datasets), off for image folders.")
+@click.option("--loss", type=click.Choice(["hinge", "cross-entropy"]), default=None,
+              help="Training loss: the squared hinge of BNN-PYNQ, or softmax cross-entropy (cnvW1A1 "
+                   "only: the one network whose board decision is a plain argmax). Default: the "
+                   "recipe's (see the README's Training section).")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
@@ -57,7 +61,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @JSON_OPTION
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
-          valid_fraction, augment, vflip, limit, test_limit, threads, as_json):
+          valid_fraction, augment, vflip, loss, limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -102,7 +106,8 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
         dataset = str(Path(dataset).resolve())  # so --resume works from any folder
     network = network or DEFAULT_NETWORK.get(dataset, "cnvW1A1")
     config = TrainConfig.from_recipe(dataset, network, epochs=epochs, batch_size=batch_size, lr=lr,
-                                     augment=augment, vflip=vflip, seed=seed, valid_fraction=valid_fraction,
+                                     augment=augment, vflip=vflip, loss=loss, seed=seed,
+                                     valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)
 

@@ -24,6 +24,7 @@ class Recipe:
     lr: float
     augment: bool  # photos: random crop (white padding) + horizontal flip; digits: random shift
     hidden_dropout: float | None = None  # LFC hidden-layer dropout; None: models.LFC_HIDDEN_DROPOUT
+    loss: str = "hinge"  # trainer.LOSSES
 
 
 RECIPES = {

@@ -57,6 +57,7 @@ class TrainConfig:
     augment: bool = False  # photos: random crop + mirror; digits: random shift
     vflip: bool = False  # with augment: vertical flips too
     hidden_dropout: float | None = None  # LFC only; None = the model's default
+    loss: str = "hinge"  # a key of LOSSES
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
@@ -64,7 +65,8 @@ class TrainConfig:
     @classmethod
     def from_recipe(cls, dataset: str, network: str, *, epochs: int | None = None,
                     batch_size: int | None = None, lr: float | None = None, augment: bool | None = None,
-                    vflip: bool | None = None, hidden_dropout: float | None = None, **fixed: Any) -> "TrainConfig":
+                    vflip: bool | None = None, hidden_dropout: float | None = None, loss: str | None = None,
+                    **fixed: Any) -> "TrainConfig":
         """The run the recipe of the network's topology describes (recipe.py), with the values
         given here (not None) in its place; `fixed` passes the remaining fields through."""
         recipe = recipe_for(get_network(network).topology)
@@ -73,7 +75,7 @@ class TrainConfig:
                    augment=recipe.augment if augment is None else augment,
                    vflip=vertical_flips(dataset) if vflip is None else vflip,
                    hidden_dropout=recipe.hidden_dropout if hidden_dropout is None else hidden_dropout,
-                   **fixed)
+                   loss=loss or recipe.loss, **fixed)
 
     @property
     def dataset_label(self) -> str:
@@ -85,7 +87,7 @@ class TrainConfig:
 # Options that define the run; --resume refuses to change them because the continued run
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
-                   "augment", "vflip", "hidden_dropout", "limit", "test_limit")
+                   "augment", "vflip", "hidden_dropout", "loss", "limit", "test_limit")
 
 
 @dataclass
@@ -109,6 +111,26 @@ def squared_hinge(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """BNN-PYNQ loss (spec §2.3): mean(max(0, 1 - t*y)^2) with targets t = 2*onehot - 1."""
     targets = F.one_hot(labels, outputs.shape[1]).to(outputs.dtype) * 2 - 1
     return torch.clamp(1 - targets * outputs, min=0).pow(2).mean()
+
+
+def cross_entropy(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy on the last batch-norm's output; its gamma is the learned inverse
+    temperature. Only for networks the board decides by argmax (see `check_loss`)."""
+    return F.cross_entropy(outputs, labels)
+
+
+LOSSES = {"hinge": squared_hinge, "cross-entropy": cross_entropy}
+
+
+def check_loss(config: "TrainConfig", spec: NetworkSpec) -> None:
+    """Cross-entropy only ranks the scores; the board decides by rank alone for popcount CNV
+    scores (W1A1). LFC's board reads the signs of its output bits and signed CNV scores need the
+    top one > 0 (spec §4.4), which the hinge's per-class targets train and a softmax does not."""
+    if config.loss not in LOSSES:
+        raise BnnctlError(f"--loss: expected one of {', '.join(LOSSES)}, got {config.loss!r}")
+    if config.loss != "hinge" and not (spec.is_cnv and spec.output_layer.input == "xnor"):
+        raise BnnctlError(f"--loss {config.loss}: only for networks whose board decision is an argmax "
+                          f"of popcount scores (cnvW1A1); {spec.name} needs the hinge loss")
 
 
 def epoch_generators(seed: int, epoch: int) -> torch.Generator:
@@ -229,6 +251,7 @@ class Run:
         self.log = log
         self.progress = progress
         self.spec = get_network(config.network)
+        self.loss_fn = LOSSES[config.loss]
         self.npz = out / f"{config.dataset_label}-{config.network}.npz"
         torch.manual_seed(config.seed)  # model initialisation
         self.model = BnnModel(self.spec, len(data.classes), hidden_dropout=config.hidden_dropout).to(device)
@@ -284,7 +307,7 @@ class Run:
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 x = self.inputs(self.train_x[idx], generator if cfg.augment else None)
-                loss = squared_hinge(self.model(x) - self.model.score_offset, self.train_y[idx])
+                loss = self.loss_fn(self.model(x) - self.model.score_offset, self.train_y[idx])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -395,6 +418,7 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
     if resume:
         stored = load_checkpoint(out / CHECKPOINT_NAME)
         config = _check_resume_config(config, stored["config"], explicit or set())
+    check_loss(config, get_network(config.network))
     # Data errors are reported before anything is written (nothing half-done on bad input).
     data = load_training_data(config, get_network(config.network))
     _prepare_out_dir(out, resume)
