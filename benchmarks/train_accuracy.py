@@ -65,6 +65,8 @@ def run_one(name: str, args) -> dict:
 
 
 def main() -> None:
+    from bnnctl.train.recipe import LOSS_NAMES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("benchmarks", nargs="*", default=BENCHMARKS, help=f"any of {BENCHMARKS}")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
                         help="photos: random vertical flips too (default: the dataset's setting)")
     parser.add_argument("--hidden-dropout", type=float, help="LFC hidden-layer dropout (default: the model's)")
-    parser.add_argument("--loss", choices=["hinge", "cross-entropy"],
+    parser.add_argument("--loss", choices=LOSS_NAMES,
                         help="training loss (default: the recipe's; cross-entropy: cnvW1A1 only)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")

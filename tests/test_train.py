@@ -431,6 +431,11 @@ def test_cross_entropy_only_where_the_board_takes_an_argmax(tmp_path):
         with pytest.raises(BnnctlError, match=network):
             check_loss(TrainConfig.from_recipe("mnist", network, loss="cross-entropy"), get_network(network))
     check_loss(TrainConfig.from_recipe("cucumber9", "cnvW1A1", loss="cross-entropy"), get_network("cnvW1A1"))
+    # the names the option parsers offer (torch-free) are exactly the losses the trainer has
+    from bnnctl.train.recipe import LOSS_NAMES
+    from bnnctl.train.trainer import LOSSES
+
+    assert tuple(LOSSES) == LOSS_NAMES
 
 
 def test_the_chosen_loss_is_the_one_trained(tmp_path):

@@ -10,6 +10,7 @@ import click
 from bnnctl.commands.common import JSON_OPTION, emit_json, network_option
 from bnnctl.errors import BnnctlError
 from bnnctl.state import load_state, update_state
+from bnnctl.train.recipe import LOSS_NAMES
 
 DEFAULT_NETWORK = {"cucumber9": "cnvW1A1", "cifar10": "cnvW1A1", "mnist": "lfcW1A1"}
 
@@ -48,7 +49,7 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="Photos: also flip training images upside down at random (for objects seen from "
                    "above, where up and down carry no meaning). Default: the dataset's setting "
                    "(configs/datasets), off for image folders.")
-@click.option("--loss", type=click.Choice(["hinge", "cross-entropy"]), default=None,
+@click.option("--loss", type=click.Choice(LOSS_NAMES), default=None,
               help="Training loss: the squared hinge of BNN-PYNQ, or softmax cross-entropy (cnvW1A1 "
                    "only: the one network whose board decision is a plain argmax). Default: the "
                    "recipe's (see the README's Training section).")

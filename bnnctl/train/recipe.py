@@ -26,7 +26,7 @@ class Recipe:
     lr: float
     augment: bool  # photos: random crop (white padding) + horizontal flip; digits: random shift
     hidden_dropout: float | None = None  # LFC hidden-layer dropout; None: models.LFC_HIDDEN_DROPOUT
-    loss: str = "hinge"  # trainer.LOSSES
+    loss: str = "hinge"  # one of LOSS_NAMES
 
 
 RECIPES = {
@@ -43,6 +43,10 @@ RECIPES = {
 }
 
 VALID_FRACTION = 0.1
+
+# Names of the training losses (trainer.LOSSES), here so option parsers can offer them without
+# importing torch.
+LOSS_NAMES = ("hinge", "cross-entropy")
 
 
 def recipe_for(topology: str) -> Recipe:

@@ -119,7 +119,7 @@ def cross_entropy(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs, labels)
 
 
-LOSSES = {"hinge": squared_hinge, "cross-entropy": cross_entropy}
+LOSSES = {"hinge": squared_hinge, "cross-entropy": cross_entropy}  # keys: recipe.LOSS_NAMES
 
 
 def check_loss(config: "TrainConfig", spec: NetworkSpec) -> None:
@@ -418,9 +418,10 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
     if resume:
         stored = load_checkpoint(out / CHECKPOINT_NAME)
         config = _check_resume_config(config, stored["config"], explicit or set())
-    check_loss(config, get_network(config.network))
+    spec = get_network(config.network)
+    check_loss(config, spec)
     # Data errors are reported before anything is written (nothing half-done on bad input).
-    data = load_training_data(config, get_network(config.network))
+    data = load_training_data(config, spec)
     _prepare_out_dir(out, resume)
     run = Run(config, out, torch_device, data, log, progress)
     if stored is not None:
