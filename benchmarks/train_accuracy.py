@@ -36,6 +36,7 @@ def run_one(name: str, args) -> dict:
     config = TrainConfig.from_recipe(dataset, network, epochs=args.epochs, lr=args.lr, augment=args.augment,
                                      vflip=args.vflip, batch_size=args.batch_size,
                                      hidden_dropout=args.hidden_dropout, loss=args.loss, seed=args.seed,
+                                     rotate=args.rotate, jitter=args.jitter,
                                      valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -50,6 +51,7 @@ def run_one(name: str, args) -> dict:
         "device": result.device, "torch_threads": torch.get_num_threads(),
         "epochs": result.epochs_run, "best_epoch": result.best_epoch, "batch_size": config.batch_size,
         "lr": config.lr, "seed": config.seed, "augment": config.augment, "vflip": config.vflip,
+        "rotate": config.rotate, "jitter": config.jitter,
         "hidden_dropout": config.hidden_dropout, "loss": config.loss, "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
@@ -77,7 +79,13 @@ def main() -> None:
                         help="random crop + mirror (photos) / random shift (digits); default: the recipe's")
     parser.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
                         help="photos: random vertical flips too (default: the dataset's setting)")
-    parser.add_argument("--hidden-dropout", type=float, help="LFC hidden-layer dropout (default: the model's)")
+    parser.add_argument("--rotate", type=float, default=0.0,
+                        help="photos: random turns of up to this many degrees (default 0: none)")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="photos: random brightness/colour-balance factors 1 +- this (default 0: none)")
+    parser.add_argument("--hidden-dropout", type=float,
+                        help="dropout after hidden dense layers (default: the model's: LFC 0.2 via the "
+                             "recipe, CNV none)")
     parser.add_argument("--loss", choices=LOSS_NAMES,
                         help="training loss (default: the recipe's; cross-entropy: cnvW1A1 only)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")

@@ -497,6 +497,58 @@ def test_photo_augmentation_crops_flips_and_optionally_flips_vertically():
     assert 5 < upside_down < 35, "about half of the images are turned upside down"
 
 
+def test_photo_turns_move_pixels_and_fill_white():
+    from bnnctl.train.inputs import rotate_on_white
+
+    rng = np.random.default_rng(2)
+    pixels = torch.from_numpy(rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
+    assert torch.equal(rotate_on_white(pixels, torch.zeros(4)), pixels)
+    # A quarter turn lands every pixel centre on another: nothing interpolated, nothing lost.
+    quarter = rotate_on_white(pixels, torch.full((4,), 90.0)).numpy()
+    assert any(np.array_equal(quarter, np.rot90(pixels.numpy(), k, axes=(1, 2))) for k in (1, 3))
+    # 45 degrees: the centre of a black picture stays black, the uncovered corners are white.
+    turned = rotate_on_white(torch.zeros(1, 32, 32, 3, dtype=torch.uint8), torch.tensor([45.0]))[0].numpy()
+    assert (turned[10:22, 10:22] == 0).all()
+    assert all((turned[r, c] == 255).all() for r, c in ((0, 0), (0, 31), (31, 0), (31, 31)))
+
+
+def test_photo_colour_jitter_scales_each_image_and_channel_and_keeps_borders_white():
+    from bnnctl.train.inputs import CROP_PAD, augment
+
+    grey = torch.full((200, 32, 32, 3), 100, dtype=torch.uint8)
+    out = augment(grey, torch.Generator().manual_seed(5), jitter=0.2).numpy().reshape(200, -1, 3)
+    # Pixels from the picture: one value per image and channel; from the crop padding: white.
+    inside = out.reshape(200, 32, 32, 3)[:, CROP_PAD:32 - CROP_PAD, CROP_PAD:32 - CROP_PAD].reshape(200, -1, 3)
+    assert (inside == inside[:, :1]).all()
+    factors = inside[:, 0].astype(np.float64) / 100
+    for i in range(200):
+        assert np.isin(out[i], [255]).all(axis=1).sum() + (out[i] == inside[i, 0]).all(axis=1).sum() == 1024
+    assert factors.min() >= 0.8 * 0.9 - 0.01 and factors.max() <= 1.2 * 1.1 + 0.01
+    assert factors.std() > 0.05, "brightness varies from image to image"
+    assert (np.abs(factors[:, 0] - factors[:, 1]) > 0.02).mean() > 0.3, "channels get their own factors"
+    # Turns and jitter are extra draws after the crop and mirror: the same crops without them.
+    plain = augment(grey, torch.Generator().manual_seed(5)).numpy()
+    assert np.array_equal(plain.reshape(200, -1, 3) == 255, out == 255)
+
+
+def test_cnv_dropout_only_after_fully_connected_layers():
+    spec = get_network("cnvW1A1")
+    assert isinstance(BnnModel(spec, 9).hidden_dropout, torch.nn.Identity)  # BNN-PYNQ: none in CNV
+    torch.manual_seed(0)
+    model = BnnModel(spec, 9, hidden_dropout=0.5).train()
+    inputs = {}
+    for block in model.blocks:
+        block.register_forward_pre_hook(lambda module, args: inputs.__setitem__(module.spec.index, args[0]))
+    pixels = np.random.default_rng(3).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    model(cnv_values(torch.from_numpy(pixels), cnv_code_table()))
+    for index, block in enumerate(model.blocks[1:], start=1):
+        dropped = float((inputs[index] == 0).float().mean())
+        if model.blocks[index - 1].spec.kind == "conv":
+            assert dropped == 0.0, f"layer {index} input: conv activations must not be dropped"
+        else:
+            assert 0.3 < dropped < 0.7, f"layer {index} input: about half dropped after a dense layer"
+
+
 def test_digit_augmentation_only_shifts():
     from bnnctl.train.inputs import DIGIT_SHIFT, shift_digits
     from bnnctl.train.trainer import Inputs

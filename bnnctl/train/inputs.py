@@ -63,24 +63,53 @@ def _take(padded: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch
     return padded[index, rows[:, :, None], cols[:, None, :]]
 
 
-def augment(pixels: torch.Tensor, generator: torch.Generator, vflip: bool = False) -> torch.Tensor:
+def augment(pixels: torch.Tensor, generator: torch.Generator, vflip: bool = False,
+            rotate: float = 0.0, jitter: float = 0.0) -> torch.Tensor:
     """Random 32x32 crop of the white-padded image, random horizontal flip and, with `vflip`,
     random vertical flip (uint8 NHWC). Vertical flips keep the class only where up and down do
     not matter (objects photographed from above, like CUCUMBER-9), so they are opt-in.
+    `rotate` (degrees) turns each crop by a uniform angle in [-rotate, rotate] about its centre
+    (uncovered corners white, as the crop padding); `jitter` scales each image's brightness by a
+    factor in [1 - jitter, 1 + jitter] and each of its colour channels by one in
+    [1 - jitter/2, 1 + jitter/2] (lighting and white balance).
 
     All random draws come from `generator` (on the CPU, so a run is reproducible on any device);
-    the vertical-flip draw comes last, so runs without it repeat earlier runs exactly.
+    the optional draws come last, each only when its option is on, so runs without them repeat
+    earlier runs exactly.
     """
     n, h, w, _ = pixels.shape
-    padded = torch.nn.functional.pad(pixels.permute(0, 3, 1, 2), (CROP_PAD,) * 4, value=PAD_VALUE)
-    padded = padded.permute(0, 2, 3, 1)
     rows, cols = _random_windows(n, h, w, CROP_PAD, generator, pixels.device)
     flip = (torch.rand(n, generator=generator) < 0.5).to(pixels.device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     if vflip:
         up = (torch.rand(n, generator=generator) < 0.5).to(pixels.device)
         rows = torch.where(up[:, None], rows.flip(1), rows)
-    return _take(padded, rows, cols)
+    if rotate > 0:
+        angles = (torch.rand(n, generator=generator) * 2 - 1).to(pixels.device) * rotate
+    if jitter > 0:
+        # Applied before padding, so the white borders the crops and turns add stay white.
+        brightness = 1 + jitter * (torch.rand(n, 1, generator=generator) * 2 - 1)
+        balance = 1 + jitter / 2 * (torch.rand(n, 3, generator=generator) * 2 - 1)
+        gain = (brightness * balance).to(pixels.device)[:, None, None, :]
+        pixels = (pixels.float() * gain).round().clamp(0, 255).to(torch.uint8)
+    padded = torch.nn.functional.pad(pixels.permute(0, 3, 1, 2), (CROP_PAD,) * 4, value=PAD_VALUE)
+    out = _take(padded.permute(0, 2, 3, 1), rows, cols)
+    return rotate_on_white(out, angles) if rotate > 0 else out
+
+
+def rotate_on_white(pixels: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the same turned by `degrees` (N,) about the centre, bilinear,
+    with white where no source pixel falls."""
+    theta = torch.deg2rad(degrees.float())
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(cos)
+    matrix = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    # grid_sample fills with 0 outside the image: sample the inverted picture so that 0 is white.
+    inverted = 255.0 - pixels.permute(0, 3, 1, 2).float()
+    grid = torch.nn.functional.affine_grid(matrix, list(inverted.shape), align_corners=False)
+    turned = torch.nn.functional.grid_sample(inverted, grid, mode="bilinear", padding_mode="zeros",
+                                             align_corners=False)
+    return (255.0 - turned).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def shift_digits(values: torch.Tensor, generator: torch.Generator, shift: int = DIGIT_SHIFT) -> torch.Tensor:

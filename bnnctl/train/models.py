@@ -91,8 +91,10 @@ class BnnModel(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.input_dropout = nn.Dropout(LFC_INPUT_DROPOUT) if not network.is_cnv else nn.Identity()
         if hidden_dropout is None:
-            hidden_dropout = LFC_HIDDEN_DROPOUT
-        self.hidden_dropout = nn.Dropout(hidden_dropout) if not network.is_cnv else nn.Identity()
+            hidden_dropout = 0.0 if network.is_cnv else LFC_HIDDEN_DROPOUT
+        # After every hidden *dense* layer: all of LFC's, CNV's two fully connected ones (BNN-PYNQ
+        # had none in CNV; dropping conv feature-map pixels would be another method).
+        self.hidden_dropout = nn.Dropout(hidden_dropout) if hidden_dropout > 0 else nn.Identity()
         # Output scores whose sign is the sign of the hardware accumulator (uncentred scale).
         self.signed_scores = isinstance(self.blocks[-1].bn, ScaleOnlyNorm)
         self.score_offset = SIGNED_SCORE_OFFSET if self.signed_scores else 0.0
@@ -105,6 +107,6 @@ class BnnModel(nn.Module):
                 # After conv 5 the map is 1x1, so (C, H, W) flattening is the channel order (§2.1).
                 x = x.flatten(1)
             x = block(x)
-            if not block.output:
+            if block.spec.kind == "dense" and not block.output:
                 x = self.hidden_dropout(x)
         return x

@@ -56,7 +56,9 @@ class TrainConfig:
     valid_fraction: float = 0.1
     augment: bool = False  # photos: random crop + mirror; digits: random shift
     vflip: bool = False  # with augment: vertical flips too
-    hidden_dropout: float | None = None  # LFC only; None = the model's default
+    rotate: float = 0.0  # photos, with augment: random turns up to this many degrees
+    jitter: float = 0.0  # photos, with augment: random brightness/colour-balance factors
+    hidden_dropout: float | None = None  # after hidden dense layers; None = the model's default
     loss: str = "hinge"  # a key of LOSSES
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
@@ -87,7 +89,8 @@ class TrainConfig:
 # Options that define the run; --resume refuses to change them because the continued run
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
-                   "augment", "vflip", "hidden_dropout", "loss", "limit", "test_limit")
+                   "augment", "vflip", "rotate", "jitter", "hidden_dropout", "loss", "limit",
+                   "test_limit")
 
 
 @dataclass
@@ -163,9 +166,10 @@ def make_reproducible(device: torch.device) -> None:
 class Inputs:
     """Turns a batch of stored training inputs into network inputs on the device."""
 
-    def __init__(self, spec: NetworkSpec, device: torch.device, vflip: bool = False):
+    def __init__(self, spec: NetworkSpec, device: torch.device, vflip: bool = False,
+                 rotate: float = 0.0, jitter: float = 0.0):
         self.is_cnv = spec.is_cnv
-        self.vflip = vflip
+        self.photo_options = {"vflip": vflip, "rotate": rotate, "jitter": jitter}
         self.table = cnv_code_table().to(device) if spec.is_cnv else None
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -173,7 +177,7 @@ class Inputs:
             # LFC inputs are stored as +-1 already; their augmentation is a small shift.
             return batch if generator is None else shift_digits(batch, generator)
         if generator is not None:
-            batch = augment(batch, generator, self.vflip)
+            batch = augment(batch, generator, **self.photo_options)
         return cnv_values(batch, self.table)
 
 
@@ -258,7 +262,8 @@ class Run:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         # Cosine decay to zero, stepped once per epoch (recipe.py).
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
-        self.inputs = Inputs(self.spec, device, vflip=config.vflip)
+        self.inputs = Inputs(self.spec, device, vflip=config.vflip, rotate=config.rotate,
+                             jitter=config.jitter)
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "valid_error": math.inf, "state": None}
