@@ -131,6 +131,15 @@ class NetworkSpec:
     def output_layer(self) -> LayerSpec:
         return self.layers[-1]
 
+    @property
+    def output_kind(self) -> str:
+        """What the board decides on (spec §4.4): "bits" (LFC: thresholded output bits),
+        "popcounts" (CNV whose output layer reads 1-bit activations: scores >= 0, so the largest
+        wins) or "signed" (CNV with 2-bit activations: the largest wins only if it is > 0)."""
+        if not self.is_cnv:
+            return "bits"
+        return "popcounts" if self.output_layer.input == "xnor" else "signed"
+
     def expected_files(self) -> dict[str, int]:
         """Every file of a current-format parameter folder and its exact size (spec §3.6)."""
         files = {}

@@ -415,6 +415,20 @@ def test_mnist_with_a_cnv_network_is_refused(tmp_path, data_dir):
     assert_user_error(train(tmp_path, data_dir, "mnist", "--network", "cnvW1A1"), "lfc network")
 
 
+def test_what_the_board_decides_on_per_network():
+    from bnnctl.train.layers import ScaleOnlyNorm
+
+    # Spec §4.4: LFC reads output bits; CNV W1A1 scores are popcounts; 2-bit CNV scores are signed.
+    expected = {"lfcW1A1": "bits", "lfcW1A2": "bits", "cnvW1A1": "popcounts", "cnvW1A2": "signed",
+                "cnvW2A2": "signed"}
+    for name, kind in expected.items():
+        spec = get_network(name)
+        assert spec.output_kind == kind, name
+        # The trained model's output batch-norm keeps the sign exactly where the board needs it.
+        model = BnnModel(spec, 10)
+        assert isinstance(model.blocks[-1].bn, ScaleOnlyNorm) == (kind == "signed") == model.signed_scores
+
+
 def test_cross_entropy_only_where_the_board_takes_an_argmax(tmp_path):
     folder = make_image_folder(tmp_path / "colours", per_class=6)
     before = {p.name for p in tmp_path.iterdir()}

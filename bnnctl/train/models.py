@@ -96,7 +96,7 @@ class BnnModel(nn.Module):
         # had none in CNV; dropping conv feature-map pixels would be another method).
         self.hidden_dropout = nn.Dropout(hidden_dropout) if hidden_dropout > 0 else nn.Identity()
         # Output scores whose sign is the sign of the hardware accumulator (uncentred scale).
-        self.signed_scores = isinstance(self.blocks[-1].bn, ScaleOnlyNorm)
+        self.signed_scores = network.output_kind == "signed"
         self.score_offset = SIGNED_SCORE_OFFSET if self.signed_scores else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

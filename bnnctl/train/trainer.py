@@ -131,7 +131,7 @@ def check_loss(config: "TrainConfig", spec: NetworkSpec) -> None:
     top one > 0 (spec §4.4), which the hinge's per-class targets train and a softmax does not."""
     if config.loss not in LOSSES:
         raise BnnctlError(f"--loss: expected one of {', '.join(LOSSES)}, got {config.loss!r}")
-    if config.loss != "hinge" and not (spec.is_cnv and spec.output_layer.input == "xnor"):
+    if config.loss != "hinge" and spec.output_kind != "popcounts":
         raise BnnctlError(f"--loss {config.loss}: only for networks whose board decision is an argmax "
                           f"of popcount scores (cnvW1A1); {spec.name} needs the hinge loss")
 
@@ -191,10 +191,11 @@ def board_classes(model: BnnModel, outputs: torch.Tensor) -> torch.Tensor:
     from bnnctl.infer.rules import cnv_multiple, lfc_multiple
 
     out = outputs.detach().cpu().numpy()
-    if not model.network.is_cnv:
+    kind = model.network.output_kind
+    if kind == "bits":
         bits = (out >= 0).astype(np.uint64) << np.arange(out.shape[1], dtype=np.uint64)
         decided = lfc_multiple(bits.sum(axis=1, dtype=np.uint64), out.shape[1])
-    elif model.signed_scores:
+    elif kind == "signed":
         decided = cnv_multiple(out)
     else:
         decided = out.argmax(axis=1)
