@@ -79,10 +79,10 @@ def main() -> None:
                         help="random crop + mirror (photos) / random shift (digits); default: the recipe's")
     parser.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
                         help="photos: random vertical flips too (default: the dataset's setting)")
-    parser.add_argument("--rotate", type=float, default=0.0,
-                        help="photos: random turns of up to this many degrees (default 0: none)")
-    parser.add_argument("--jitter", type=float, default=0.0,
-                        help="photos: random brightness/colour-balance factors 1 +- this (default 0: none)")
+    parser.add_argument("--rotate", type=float,
+                        help="photos: random turns of up to this many degrees (default: the recipe's)")
+    parser.add_argument("--jitter", type=float,
+                        help="photos: random brightness/colour-balance factors 1 +- this (default: the recipe's)")
     parser.add_argument("--hidden-dropout", type=float,
                         help="dropout after hidden dense layers (default: the model's: LFC 0.2 via the "
                              "recipe, CNV none)")

@@ -292,9 +292,24 @@ def test_train_cucumber9_cifar_python_subset(tmp_path, data_dir):
 def test_train_image_folder(tmp_path):
     folder = make_image_folder(tmp_path / "colours")
     run = train(tmp_path, None, str(folder), "--epochs", "2", "--batch-size", "16", "--network", "cnvW1A2",
-                "--out", "run")
-    result, _ = check_run(tmp_path, run, "colours", "cnvW1A2", 3, chance_margin=0.2)
+                "--rotate", "10", "--jitter", "0.1", "--hidden-dropout", "0.3", "--out", "run")
+    result, out = check_run(tmp_path, run, "colours", "cnvW1A2", 3, chance_margin=0.2)
     assert "validation" in result["test_split"]
+    config = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["config"]
+    assert (config["rotate"], config["jitter"], config["hidden_dropout"]) == (10, 0.1, 0.3)
+
+
+def test_photo_options_refused_where_they_cannot_apply(tmp_path):
+    folder = make_image_folder(tmp_path / "pics", per_class=2)
+    before = {p.name for p in tmp_path.iterdir()}
+    for args, words in ((["--rotate", "5", "--no-augment"], ("--rotate", "--no-augment")),
+                        (["--jitter", "1.5"], ("--jitter", "[0, 1)")),
+                        (["--rotate", "200"], ("--rotate", "0..180")),
+                        (["--hidden-dropout", "1"], ("--hidden-dropout", "[0, 1)"))):
+        assert_user_error(train(tmp_path, None, str(folder), *args, "--out", "run"), *words)
+    # Checked before any data is read (no MNIST files needed to be told).
+    assert_user_error(train(tmp_path, None, "mnist", "--jitter", "0.1", "--out", "run"), "--jitter", "lfcW1A1")
+    assert_nothing_written(tmp_path, before)
 
 
 # --------------------------------------------------------------------------------------------

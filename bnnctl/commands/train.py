@@ -49,6 +49,16 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="Photos: also flip training images upside down at random (for objects seen from "
                    "above, where up and down carry no meaning). Default: the dataset's setting "
                    "(configs/datasets), off for image folders.")
+@click.option("--rotate", type=float, metavar="DEGREES", default=None,
+              help="Photos: also turn training images by a random angle of up to this many degrees "
+                   "(white corners). Default: the recipe's (0: none).")
+@click.option("--jitter", type=float, metavar="FRACTION", default=None,
+              help="Photos: also scale each training image's brightness by 1 +- FRACTION and each "
+                   "colour channel by 1 +- FRACTION/2, at random (lighting, white balance). "
+                   "Default: the recipe's (0: none).")
+@click.option("--hidden-dropout", type=float, metavar="P", default=None,
+              help="Dropout after every hidden fully connected layer (LFC: all hidden layers, CNV: "
+                   "the two before the output). Default: 0.2 for LFC, none for CNV.")
 @click.option("--loss", type=click.Choice(LOSS_NAMES), default=None,
               help="Training loss: the squared hinge of BNN-PYNQ, or softmax cross-entropy (cnvW1A1 "
                    "only: the one network whose board decision is a plain argmax). Default: the "
@@ -62,7 +72,8 @@ def _explicit(ctx: click.Context) -> set[str]:
 @JSON_OPTION
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
-          valid_fraction, augment, vflip, loss, limit, test_limit, threads, as_json):
+          valid_fraction, augment, vflip, rotate, jitter, hidden_dropout, loss, limit, test_limit,
+          threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -107,7 +118,8 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
         dataset = str(Path(dataset).resolve())  # so --resume works from any folder
     network = network or DEFAULT_NETWORK.get(dataset, "cnvW1A1")
     config = TrainConfig.from_recipe(dataset, network, epochs=epochs, batch_size=batch_size, lr=lr,
-                                     augment=augment, vflip=vflip, loss=loss, seed=seed,
+                                     augment=augment, vflip=vflip, rotate=rotate, jitter=jitter,
+                                     hidden_dropout=hidden_dropout, loss=loss, seed=seed,
                                      valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)

@@ -25,8 +25,10 @@ class Recipe:
     batch_size: int
     lr: float
     augment: bool  # photos: random crop (white padding) + horizontal flip; digits: random shift
-    hidden_dropout: float | None = None  # LFC hidden-layer dropout; None: models.LFC_HIDDEN_DROPOUT
+    hidden_dropout: float | None = None  # after hidden dense layers; None: the model's (LFC 0.5, CNV 0)
     loss: str = "hinge"  # one of LOSS_NAMES
+    rotate: float = 0.0  # photos: random turns of up to this many degrees (with augment)
+    jitter: float = 0.0  # photos: random brightness / colour-balance factors 1 +- this (with augment)
 
 
 RECIPES = {

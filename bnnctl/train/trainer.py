@@ -68,6 +68,7 @@ class TrainConfig:
     def from_recipe(cls, dataset: str, network: str, *, epochs: int | None = None,
                     batch_size: int | None = None, lr: float | None = None, augment: bool | None = None,
                     vflip: bool | None = None, hidden_dropout: float | None = None, loss: str | None = None,
+                    rotate: float | None = None, jitter: float | None = None,
                     **fixed: Any) -> "TrainConfig":
         """The run the recipe of the network's topology describes (recipe.py), with the values
         given here (not None) in its place; `fixed` passes the remaining fields through."""
@@ -77,7 +78,8 @@ class TrainConfig:
                    augment=recipe.augment if augment is None else augment,
                    vflip=vertical_flips(dataset) if vflip is None else vflip,
                    hidden_dropout=recipe.hidden_dropout if hidden_dropout is None else hidden_dropout,
-                   loss=loss or recipe.loss, **fixed)
+                   loss=loss or recipe.loss, rotate=recipe.rotate if rotate is None else rotate,
+                   jitter=recipe.jitter if jitter is None else jitter, **fixed)
 
     @property
     def dataset_label(self) -> str:
@@ -134,6 +136,27 @@ def check_loss(config: "TrainConfig", spec: NetworkSpec) -> None:
     if config.loss != "hinge" and spec.output_kind != "popcounts":
         raise BnnctlError(f"--loss {config.loss}: only for networks whose board decision is an argmax "
                           f"of popcount scores (cnvW1A1); {spec.name} needs the hinge loss")
+
+
+def check_augmentation(config: "TrainConfig", spec: NetworkSpec) -> None:
+    """Turns and colour jitter act on photos inside the crop-and-mirror augmentation; digits
+    only get shifts (a turned or recoloured bit pattern is not what the board's binarised
+    input of a real digit looks like)."""
+    for option, value in (("--rotate", config.rotate), ("--jitter", config.jitter)):
+        if not value:
+            continue
+        if not spec.is_cnv:
+            raise BnnctlError(f"{option}: only for photo networks (CNV); {spec.name} digits are only "
+                              "shifted (--augment)")
+        if not config.augment:
+            raise BnnctlError(f"{option}: works inside the photo augmentation, which --no-augment "
+                              "turns off; drop one of the two")
+    if not 0 <= config.rotate <= 180:
+        raise BnnctlError(f"--rotate: expected 0..180 degrees, got {config.rotate}")
+    if not 0 <= config.jitter < 1:
+        raise BnnctlError(f"--jitter: expected a fraction in [0, 1), got {config.jitter}")
+    if config.hidden_dropout is not None and not 0 <= config.hidden_dropout < 1:
+        raise BnnctlError(f"--hidden-dropout: expected a probability in [0, 1), got {config.hidden_dropout}")
 
 
 def epoch_generators(seed: int, epoch: int) -> torch.Generator:
@@ -426,6 +449,7 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
         config = _check_resume_config(config, stored["config"], explicit or set())
     spec = get_network(config.network)
     check_loss(config, spec)
+    check_augmentation(config, spec)
     # Data errors are reported before anything is written (nothing half-done on bad input).
     data = load_training_data(config, spec)
     _prepare_out_dir(out, resume)
