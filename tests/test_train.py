@@ -324,8 +324,12 @@ def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
     assert straight.code == 0, straight.err
 
     env = {**os.environ, "BNNCTL_DATA": str(tmp_path / "no-data")}
+    # A shell without job control starts background commands with SIGINT ignored, and children
+    # inherit that (then Python never turns Ctrl-C into KeyboardInterrupt): give the run the
+    # default disposition a terminal's foreground command has, however pytest was started.
     proc = subprocess.Popen([sys.executable, "-m", "bnnctl", "train", *common, "--out", "cut"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = tmp_path / "cut" / "checkpoint.pt"
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
