@@ -37,7 +37,7 @@ def run_one(name: str, args) -> dict:
                                      vflip=args.vflip, batch_size=args.batch_size,
                                      hidden_dropout=args.hidden_dropout, loss=args.loss, seed=args.seed,
                                      rotate=args.rotate, jitter=args.jitter,
-                                     valid_fraction=VALID_FRACTION)
+                                     precision=args.precision, valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
@@ -52,7 +52,8 @@ def run_one(name: str, args) -> dict:
         "epochs": result.epochs_run, "best_epoch": result.best_epoch, "batch_size": config.batch_size,
         "lr": config.lr, "seed": config.seed, "augment": config.augment, "vflip": config.vflip,
         "rotate": config.rotate, "jitter": config.jitter,
-        "hidden_dropout": config.hidden_dropout, "loss": config.loss, "tag": args.tag,
+        "hidden_dropout": config.hidden_dropout, "loss": config.loss,
+        "precision": config.precision, "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
         "best_valid_error": round(result.best_valid_error, 5),
@@ -67,7 +68,7 @@ def run_one(name: str, args) -> dict:
 
 
 def main() -> None:
-    from bnnctl.train.recipe import LOSS_NAMES
+    from bnnctl.train.recipe import LOSS_NAMES, PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("benchmarks", nargs="*", default=BENCHMARKS, help=f"any of {BENCHMARKS}")
@@ -88,6 +89,8 @@ def main() -> None:
                              "recipe, CNV none)")
     parser.add_argument("--loss", choices=LOSS_NAMES,
                         help="training loss (default: the recipe's; cross-entropy: cnvW1A1 only)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="number format of the training steps (bf16: bfloat16 products)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")

@@ -292,11 +292,14 @@ def test_train_cucumber9_cifar_python_subset(tmp_path, data_dir):
 def test_train_image_folder(tmp_path):
     folder = make_image_folder(tmp_path / "colours")
     run = train(tmp_path, None, str(folder), "--epochs", "2", "--batch-size", "16", "--network", "cnvW1A2",
-                "--rotate", "10", "--jitter", "0.1", "--hidden-dropout", "0.3", "--out", "run")
+                "--rotate", "10", "--jitter", "0.1", "--hidden-dropout", "0.3", "--precision", "bf16",
+                "--out", "run")
+    # bf16 training steps: the float figure (fp32) and the hardware one still agree (check_run)
     result, out = check_run(tmp_path, run, "colours", "cnvW1A2", 3, chance_margin=0.2)
     assert "validation" in result["test_split"]
     config = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["config"]
     assert (config["rotate"], config["jitter"], config["hidden_dropout"]) == (10, 0.1, 0.3)
+    assert config["precision"] == "bf16"
 
 
 def test_photo_options_refused_where_they_cannot_apply(tmp_path):
@@ -368,6 +371,8 @@ def test_resume_refuses_a_changed_option(tmp_path):
                       "--resume", "augment")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--loss", "cross-entropy"),
                       "--resume", "loss")
+    assert_user_error(train(tmp_path, None, str(folder), "--out", "run", "--resume", "--precision", "bf16"),
+                      "--resume", "precision")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "run"), "not empty", "--resume")
     assert_user_error(train(tmp_path, None, str(folder), "--out", "nothing-here", "--resume"), "checkpoint")
 
@@ -484,6 +489,60 @@ def test_the_chosen_loss_is_the_one_trained(tmp_path):
         assert json.loads((tmp_path / loss / "metrics.json").read_text(encoding="utf-8"))["config"]["loss"] == loss
     # same seed, data and draws: only the loss differs, so the trained parameters must too
     assert any(not np.array_equal(a, b) for a, b in zip(archives["hinge"], archives["cross-entropy"]))
+
+
+def test_bf16_steps_differ_from_fp32_and_are_reproducible(tmp_path):
+    from bnnctl.train.trainer import TrainConfig, run_training
+
+    folder = make_image_folder(tmp_path / "colours", per_class=6)
+    archives = {}
+    for name, precision in (("fp32", "fp32"), ("bf16", "bf16"), ("bf16-again", "bf16")):
+        config = TrainConfig.from_recipe(str(folder), "cnvW1A1", epochs=1, batch_size=8, precision=precision)
+        result = run_training(config, out=tmp_path / name, device="cpu", log=lambda line: None, progress=False)
+        with np.load(result.npz) as npz:
+            archives[name] = [npz[key] for key in npz.files]
+    # the option reaches the training steps (rounded sums give other updates) ...
+    assert any(not np.array_equal(a, b) for a, b in zip(archives["fp32"], archives["bf16"]))
+    # ... and a bf16 run repeats itself exactly (what --resume relies on)
+    assert all(np.array_equal(a, b) for a, b in zip(archives["bf16"], archives["bf16-again"]))
+
+
+def test_bf16_products_are_exact_sums_rounded_once():
+    """training_autocast's promise: +-1 weights times CNV input codes q/128 are exact in bf16
+    and summed in fp32, so each output is the fp32 result rounded once to bf16 (fails if the
+    products were summed in bf16: 27-term sums of q/128 need more than 8 bits)."""
+    from bnnctl.train.trainer import TrainConfig, training_autocast
+
+    generator = torch.Generator().manual_seed(3)
+    block = BnnModel(get_network("cnvW1A1"), 10).blocks[0]
+    codes = torch.randint(-128, 128, (8, 3, 32, 32), generator=generator)
+    x = codes.float() / 128
+    exact = block.linear(x)
+    config = TrainConfig(dataset="d", network="cnvW1A1", epochs=1, batch_size=2, lr=0.1, precision="bf16")
+    with training_autocast(config, torch.device("cpu")):
+        fast = block.linear(x)
+    assert fast.dtype == torch.bfloat16
+    assert torch.equal(fast, exact.to(torch.bfloat16))
+    assert not torch.equal(fast.float(), exact)  # rounding did happen: the check has teeth
+    with training_autocast(TrainConfig(**{**config.__dict__, "precision": "fp32"}), torch.device("cpu")):
+        assert block.linear(x).dtype == torch.float32
+
+
+def test_quantisers_follow_the_spec_comparisons():
+    """binary: x >= 0 -> +1 else -1; ternary: -1 + [x >= -0.5] + [x >= 0.5] (spec §2.3), on the
+    values where a faster formulation could slip: zeros, the thresholds and their neighbours."""
+    from bnnctl.train.quant import binary, ternary
+
+    edges = torch.tensor([0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 0.25, -0.25, 3.0, -3.0, 1e-30, -1e-30])
+    near = torch.cat([torch.nextafter(edges, torch.full_like(edges, 2.0)),
+                      torch.nextafter(edges, torch.full_like(edges, -2.0))])
+    x = torch.cat([edges, near, torch.randn(1000, generator=torch.Generator().manual_seed(0))])
+    expected_binary = [1.0 if v >= 0 else -1.0 for v in x.tolist()]
+    expected_ternary = [-1.0 + (v >= -0.5) + (v >= 0.5) for v in x.tolist()]
+    assert binary(x).tolist() == expected_binary
+    assert ternary(x).tolist() == expected_ternary
+    half = x.to(torch.bfloat16)  # the tiniest values round to +-0 here
+    assert binary(half).float().tolist() == [1.0 if v >= 0 else -1.0 for v in half.float().tolist()]
 
 
 def test_without_torch_says_how_to_install(tmp_path):

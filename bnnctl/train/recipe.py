@@ -53,6 +53,9 @@ VALID_FRACTION = 0.1
 # importing torch.
 LOSS_NAMES = ("hinge", "cross-entropy")
 
+# Number formats of the training steps (trainer.training_autocast); fp32 is the default.
+PRECISIONS = ("fp32", "bf16")
+
 
 def recipe_for(topology: str) -> Recipe:
     return RECIPES[topology]
