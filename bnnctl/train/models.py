@@ -95,9 +95,16 @@ class BnnModel(nn.Module):
         # After every hidden *dense* layer: all of LFC's, CNV's two fully connected ones (BNN-PYNQ
         # had none in CNV; dropping conv feature-map pixels would be another method).
         self.hidden_dropout = nn.Dropout(hidden_dropout) if hidden_dropout > 0 else nn.Identity()
-        # Output scores whose sign is the sign of the hardware accumulator (uncentred scale).
-        self.signed_scores = network.output_kind == "signed"
-        self.score_offset = SIGNED_SCORE_OFFSET if self.signed_scores else 0.0
+
+    @property
+    def signed_scores(self) -> bool:
+        """Output scores whose sign is the sign of the hardware accumulator (uncentred scale)."""
+        return self.network.output_kind == "signed"
+
+    @property
+    def score_offset(self) -> float:
+        """What the loss subtracts from the scores (SIGNED_SCORE_OFFSET for signed ones)."""
+        return SIGNED_SCORE_OFFSET if self.signed_scores else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: CNV (N, 3, 32, 32) input values q/128; LFC (N, 784) values +-1."""
