@@ -37,7 +37,7 @@ def run_one(name: str, args) -> dict:
                                      vflip=args.vflip, batch_size=args.batch_size,
                                      hidden_dropout=args.hidden_dropout, loss=args.loss, seed=args.seed,
                                      rotate=args.rotate, jitter=args.jitter,
-                                     precision=args.precision, valid_fraction=VALID_FRACTION)
+                                     precision=args.precision, keep=args.keep, valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
@@ -53,13 +53,19 @@ def run_one(name: str, args) -> dict:
         "lr": config.lr, "seed": config.seed, "augment": config.augment, "vflip": config.vflip,
         "rotate": config.rotate, "jitter": config.jitter,
         "hidden_dropout": config.hidden_dropout, "loss": config.loss,
-        "precision": config.precision, "tag": args.tag,
+        "precision": config.precision, "keep": config.keep, "kept_epoch": result.kept_epoch,
+        "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
         "best_valid_error": round(result.best_valid_error, 5),
         "float_test_error": round(result.float_test_error, 5),
         "hardware_test_error": round(result.hw_test_error, 5),
         "hardware_rule": result.rule, "run_dir": str(out),
+        # both candidate epochs, whichever the archive holds (--keep)
+        "compared": {name: {"epoch": t.epoch, "float_test_error": round(t.float_error, 5),
+                            "hardware_test_error": round(t.hardware_error, 5),
+                            "hardware_test_errors": t.hardware_errors}
+                     for name, t in result.compared.items()},
     }
     path = HERE / "results" / f"train-{label}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +74,7 @@ def run_one(name: str, args) -> dict:
 
 
 def main() -> None:
-    from bnnctl.train.recipe import LOSS_NAMES, PRECISIONS
+    from bnnctl.train.recipe import KEEP_CHOICES, LOSS_NAMES, PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("benchmarks", nargs="*", default=BENCHMARKS, help=f"any of {BENCHMARKS}")
@@ -91,6 +97,8 @@ def main() -> None:
                         help="training loss (default: the recipe's; cross-entropy: cnvW1A1 only)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="number format of the training steps (bf16: bfloat16 products)")
+    parser.add_argument("--keep", choices=KEEP_CHOICES, default="best",
+                        help="which epoch the archive holds: best validation (default) or last")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")

@@ -491,6 +491,46 @@ def test_the_chosen_loss_is_the_one_trained(tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(archives["hinge"], archives["cross-entropy"]))
 
 
+def test_keep_chooses_the_archived_epoch_and_both_are_reported(tmp_path, monkeypatch):
+    import bnnctl.train.trainer as trainer
+    from bnnctl.train.models import BnnModel as Model
+    from bnnctl.train.trainer import TrainConfig, run_training
+
+    # Validation errors that make epoch 2 the best of 3, so "best" and "last" are different
+    # weights (the test figures still come from the real evaluation).
+    real_evaluate = trainer.evaluate
+    scripted: list[float] = []
+
+    def evaluate(model, inputs, x, y, board_rule=False):
+        return scripted.pop(0) if board_rule else real_evaluate(model, inputs, x, y)
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    folder = make_image_folder(tmp_path / "colours", per_class=8)
+    runs = {}
+    for keep in ("best", "last"):
+        scripted[:] = [0.5, 0.2, 0.6]
+        config = TrainConfig.from_recipe(str(folder), "cnvW1A1", epochs=3, batch_size=8, keep=keep)
+        runs[keep] = run_training(config, out=tmp_path / keep, device="cpu", log=lambda line: None, progress=False)
+    # --keep does not change training: the same two epochs are tested, with the same figures
+    assert runs["best"].compared == runs["last"].compared
+    assert runs["best"].best_epoch == runs["best"].compared["best"].epoch == 2
+    assert runs["best"].compared["last"].epoch == 3
+    for keep, result in runs.items():
+        assert result.kept_epoch == result.compared[keep].epoch
+        assert result.hw_test_error == result.compared[keep].hardware_error
+        metrics = json.loads((tmp_path / keep / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["config"]["keep"] == keep and metrics["test"]["epoch"] == result.kept_epoch
+        # the archive holds the kept epoch's weights: re-export them from the checkpoint
+        checkpoint = torch.load(tmp_path / keep / "checkpoint.pt", weights_only=False)
+        state = checkpoint["best"]["state"] if keep == "best" else checkpoint["model"]
+        model = Model(get_network("cnvW1A1"), 3)
+        model.load_state_dict(state)
+        save_archive(model, tmp_path / f"{keep}-again.npz")
+        with np.load(result.npz) as a, np.load(tmp_path / f"{keep}-again.npz") as b:
+            assert all(np.array_equal(a[key], b[key]) for key in a.files)
+    assert not any(p.name.startswith("tmp") for p in (tmp_path / "best").iterdir())  # scratch removed
+
+
 def test_bf16_steps_differ_from_fp32_and_are_reproducible(tmp_path):
     from bnnctl.train.trainer import TrainConfig, run_training
 

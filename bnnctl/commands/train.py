@@ -10,7 +10,7 @@ import click
 from bnnctl.commands.common import JSON_OPTION, emit_json, network_option
 from bnnctl.errors import BnnctlError
 from bnnctl.state import load_state, update_state
-from bnnctl.train.recipe import LOSS_NAMES, PRECISIONS
+from bnnctl.train.recipe import KEEP_CHOICES, LOSS_NAMES, PRECISIONS
 
 DEFAULT_NETWORK = {"cucumber9": "cnvW1A1", "cifar10": "cnvW1A1", "mnist": "lfcW1A1"}
 
@@ -68,6 +68,10 @@ def _explicit(ctx: click.Context) -> set[str]:
                    "(exact for the +-1 weights and activations, sums rounded to 8 bits), 1.6-2x "
                    "faster per step on CPUs with AVX512-BF16 (README: Training speed). Validation "
                    "and the reported errors are always computed in fp32.")
+@click.option("--keep", type=click.Choice(KEEP_CHOICES), default="best", show_default=True,
+              help="Which epoch's weights the archive holds: the one with the lowest validation "
+                   "error, or the last one of the schedule (the learning rate has decayed to zero "
+                   "there). Both are tested at the end and reported side by side.")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
@@ -77,8 +81,8 @@ def _explicit(ctx: click.Context) -> set[str]:
 @JSON_OPTION
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
-          valid_fraction, augment, vflip, rotate, jitter, hidden_dropout, loss, precision, limit,
-          test_limit, threads, as_json):
+          valid_fraction, augment, vflip, rotate, jitter, hidden_dropout, loss, precision, keep,
+          limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -125,7 +129,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     config = TrainConfig.from_recipe(dataset, network, epochs=epochs, batch_size=batch_size, lr=lr,
                                      augment=augment, vflip=vflip, rotate=rotate, jitter=jitter,
                                      hidden_dropout=hidden_dropout, loss=loss, seed=seed,
-                                     precision=precision, valid_fraction=valid_fraction,
+                                     precision=precision, keep=keep, valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)
 
@@ -142,8 +146,10 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
         "run_dir": str(result.out_dir), "npz": str(result.npz), "dataset": config.dataset_label,
         "network": config.network, "classes": classes, "device": result.device,
         "epochs": result.epochs_run, "best_epoch": result.best_epoch,
-        "best_valid_error": result.best_valid_error, "test_split": result.test_split,
+        "best_valid_error": result.best_valid_error, "keep": result.keep, "kept_epoch": result.kept_epoch,
+        "test_split": result.test_split,
         "hardware_test_error": result.hw_test_error, "float_test_error": result.float_test_error,
+        "compared": {name: test.as_dict() for name, test in result.compared.items()},
         "rule": result.rule, "train_seconds": round(result.seconds, 1),
     }
     if as_json:
@@ -153,10 +159,17 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
                f"{100 * result.best_valid_error:.2f} %")
     split = "test split" if result.test_split == "test" else result.test_split
     board_call = "classify_cifars" if get_network(config.network).is_cnv else "classify_mnists"
-    click.echo(f"error on the {split}:")
+    labels = {"best": "best validation epoch", "last": "last epoch"}
+    click.echo(f"error on the {split}, weights of epoch {result.kept_epoch} ({labels[result.keep]}, "
+               "in the archive):")
     click.echo(f"  hardware-exact: {100 * result.hw_test_error:6.2f} %  (converted model on the bit-exact "
                f"integer engine, {board_call} class rule)")
     click.echo(f"  float model:    {100 * result.float_test_error:6.2f} %  (PyTorch, argmax)")
+    other_name = "last" if result.keep == "best" else "best"
+    other = result.compared[other_name]
+    if other.epoch != result.kept_epoch:
+        click.echo(f"  for comparison, epoch {other.epoch} ({labels[other_name]}, --keep {other_name}): "
+                   f"hardware-exact {100 * other.hardware_error:.2f} %")
     click.echo(f"wrote {result.npz}, classes.txt, metrics.json in {result.out_dir}")
     click.echo("next: bnnctl binarize")
 

@@ -53,6 +53,10 @@ VALID_FRACTION = 0.1
 # importing torch.
 LOSS_NAMES = ("hinge", "cross-entropy")
 
+# Which epoch's weights a run exports (trainer.Run.finish): the best validation epoch (the issue's
+# rule, default) or the last epoch of the schedule.
+KEEP_CHOICES = ("best", "last")
+
 # Number formats of the training steps (trainer.training_autocast); fp32 is the default.
 PRECISIONS = ("fp32", "bf16")
 

@@ -3,7 +3,8 @@
 The public entry point is `run_training(config, ...)`; the click command only parses options
 and prints. Layout of a run folder:
 
-    <dataset>-<network>.npz   archive of the best validation epoch (spec §2 layout)
+    <dataset>-<network>.npz   archive of the best validation epoch, or with keep="last" of the
+                              last one (spec §2 layout)
     classes.txt               class names, no trailing newline (spec §3.6)
     metrics.json              per-epoch figures, best epoch, config, versions, final test errors
     checkpoint.pt             state after the last completed epoch (for --resume)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,11 +32,11 @@ from bnnctl.topology import NetworkSpec, get_network
 from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from bnnctl.train.data import TrainingData, load_training_data
 from bnnctl.train.export import save_archive
-from bnnctl.train.hwtest import hardware_error
+from bnnctl.train.hwtest import HardwareResult, hardware_error
 from bnnctl.train.inputs import augment, cnv_code_table, cnv_values, shift_digits
 from bnnctl.train.layers import apply_constraints
 from bnnctl.train.models import BnnModel
-from bnnctl.train.recipe import PRECISIONS, recipe_for, vertical_flips
+from bnnctl.train.recipe import KEEP_CHOICES, PRECISIONS, recipe_for, vertical_flips
 
 EVAL_BATCH = 500
 
@@ -61,6 +63,7 @@ class TrainConfig:
     hidden_dropout: float | None = None  # after hidden dense layers; None = the model's default
     loss: str = "hinge"  # a key of LOSSES
     precision: str = "fp32"  # one of PRECISIONS: number format of the training steps' products
+    keep: str = "best"  # one of KEEP_CHOICES: the epoch whose weights are exported
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
@@ -93,13 +96,28 @@ class TrainConfig:
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
                    "augment", "vflip", "rotate", "jitter", "hidden_dropout", "loss", "precision",
-                   "limit", "test_limit")
+                   "keep", "limit", "test_limit")
+
+
+@dataclass
+class EpochTest:
+    """Test figures of one epoch's weights."""
+
+    epoch: int
+    float_error: float
+    hardware_error: float
+    hardware_errors: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
 class RunResult:
     out_dir: Path
     npz: Path
+    keep: str  # which epoch the archive holds: "best" (validation) or "last"
+    kept_epoch: int
     best_epoch: int
     best_valid_error: float
     float_test_error: float
@@ -111,6 +129,8 @@ class RunResult:
     device: str
     classes: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # the best-validation and the last epoch's test figures, whichever was kept (for comparison)
+    compared: dict[str, EpochTest] = field(default_factory=dict)
 
 
 def squared_hinge(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -161,6 +181,8 @@ def check_augmentation(config: "TrainConfig", spec: NetworkSpec) -> None:
 
 
 def check_precision(config: "TrainConfig", device: torch.device) -> None:
+    if config.keep not in KEEP_CHOICES:
+        raise BnnctlError(f"--keep {config.keep}: expected one of {', '.join(KEEP_CHOICES)}")
     if config.precision not in PRECISIONS:
         raise BnnctlError(f"--precision {config.precision}: expected one of {', '.join(PRECISIONS)}")
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -387,7 +409,8 @@ class Run:
             if improved:
                 self.best = {"epoch": self.epoch, "valid_error": valid_error,
                              "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
-                save_archive(self.model, self.npz)
+            if improved or cfg.keep == "last":
+                save_archive(self.model, self.npz)  # a usable archive even if the run is cut short
             self.history.append({"epoch": self.epoch, "train_loss": loss, "valid_error": valid_error,
                                  "lr": lr, "seconds": round(seconds, 3)})
             save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
@@ -419,30 +442,50 @@ class Run:
             metrics["test"] = final
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
-    def finish(self) -> RunResult:
-        """Best epoch's weights -> float test error, archive -> hardware-exact test error."""
-        from bnnctl.convert.folder import classes_text
-
-        self.model.load_state_dict(self.best["state"])
-        save_archive(self.model, self.npz)  # identical to the one written at the best epoch
-        atomic_write_text(self.out / "classes.txt", classes_text(self.data.classes))
+    def test_weights(self, state: dict[str, Any], epoch: int, npz: Path) -> tuple[EpochTest, HardwareResult]:
+        """Float and hardware-exact test errors of one epoch's weights, exported to `npz`."""
+        self.model.load_state_dict(state)
+        save_archive(self.model, npz)
         test_x = self.data.test_inputs().to(self.device)
         test_y = torch.from_numpy(self.data.test_labels).to(self.device)
         float_error = evaluate(self.model, self.inputs, test_x, test_y)
-        hw = hardware_error(self.npz, self.spec, self.data.classes, self.data.test_pixels,
-                            self.data.test_labels)
+        hw = hardware_error(npz, self.spec, self.data.classes, self.data.test_pixels, self.data.test_labels)
+        return EpochTest(epoch=epoch, float_error=float_error, hardware_error=hw.error,
+                         hardware_errors=hw.errors), hw
+
+    def finish(self) -> RunResult:
+        """Kept epoch's weights -> archive, float and hardware-exact test errors; the other
+        candidate epoch (best validation / last) is tested too, for the report only."""
+        from bnnctl.convert.folder import classes_text
+
+        last_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        states = {"best": (self.best["state"], self.best["epoch"]), "last": (last_state, self.epoch)}
+        keep = self.config.keep
+        other = "last" if keep == "best" else "best"
+        compared: dict[str, EpochTest] = {}
+        if states[other][1] != states[keep][1]:
+            with tempfile.TemporaryDirectory(dir=self.out) as scratch:
+                compared[other], _ = self.test_weights(*states[other], Path(scratch) / self.npz.name)
+        # last, so that the model and the archive end with the kept weights
+        compared[keep], hw = self.test_weights(*states[keep], self.npz)
+        compared.setdefault(other, compared[keep])
+        kept = compared[keep]
+        atomic_write_text(self.out / "classes.txt", classes_text(self.data.classes))
         seconds = sum(h["seconds"] for h in self.history)
-        final = {"split": self.data.test_split, "images": hw.count,
-                 "hardware_error": hw.error, "hardware_errors": hw.errors, "rule": hw.rule,
-                 "engine": hw.engine, "float_error": float_error,
+        final = {"split": self.data.test_split, "images": hw.count, "rule": hw.rule, "engine": hw.engine,
+                 "keep": keep, "epoch": kept.epoch,
+                 "hardware_error": kept.hardware_error, "hardware_errors": kept.hardware_errors,
+                 "float_error": kept.float_error,
+                 "compared": {name: compared[name].as_dict() for name in KEEP_CHOICES},
                  "train_seconds": round(seconds, 1),
                  "seconds_per_epoch": round(seconds / max(len(self.history), 1), 2)}
         self.write_metrics(status="done", final=final)
-        return RunResult(out_dir=self.out, npz=self.npz, best_epoch=self.best["epoch"],
-                         best_valid_error=self.best["valid_error"], float_test_error=float_error,
-                         hw_test_error=hw.error, test_split=self.data.test_split, rule=hw.rule,
+        return RunResult(out_dir=self.out, npz=self.npz, keep=keep, kept_epoch=kept.epoch,
+                         best_epoch=self.best["epoch"], best_valid_error=self.best["valid_error"],
+                         float_test_error=kept.float_error, hw_test_error=kept.hardware_error,
+                         test_split=self.data.test_split, rule=hw.rule,
                          epochs_run=self.epoch, seconds=seconds, device=str(self.device),
-                         classes=list(self.data.classes), history=self.history)
+                         classes=list(self.data.classes), history=self.history, compared=compared)
 
 
 def _check_resume_config(config: TrainConfig, stored: dict[str, Any], explicit: set[str]) -> TrainConfig:
