@@ -7,7 +7,8 @@ the archive of the best validation epoch was tested when the run ended (metrics.
 script exports the last epoch's weights from the run's checkpoint, converts them as
 `bnnctl binarize` does and counts the hardware-exact test errors the same way. Runs made since
 `--keep` exists record both figures themselves (metrics.json "test.compared"); they are read,
-not recomputed. Results: benchmarks/results/kept-epochs-<date>.json and the README.
+not recomputed. Results (all runs only): benchmarks/results/kept-epochs-<date>.json and the
+README.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def main() -> None:
     total_last = sum(r["last_errors"] for r in rows)
     print(f"{len(rows)} runs: last epoch fewer errors in {better}, more in {worse}, equal in "
           f"{len(rows) - better - worse}; total errors {total_best} (best validation) against {total_last} (last)")
+    if args.runs:
+        return  # a chosen subset is printed only; the results file covers all runs
     out = HERE / "results" / f"kept-epochs-{time.strftime('%Y-%m-%d')}.json"
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows,
                                "summary": {"runs": len(rows), "last_better": better, "last_worse": worse,
