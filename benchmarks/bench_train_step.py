@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_train_step.py                  # 1 thread, 5 rounds
     .venv/bin/python benchmarks/bench_train_step.py --threads 2 --rounds 7
 
-One step = forward, squared hinge loss, backward, Adam, weight clipping: the inner loop of
-bnnctl/train/trainer.py on random inputs of the recipe's batch size (data loading and
+One step = forward, squared hinge loss, backward, Adam, weight clipping: `trainer.train_step`,
+the inner loop of bnnctl/train/trainer.py, on random inputs of the recipe's batch size (data loading and
 augmentation excluded; they are the same for every variant). Variants, measured in the same
 run and interleaved round by round because the machine is shared and noisy:
 
@@ -35,10 +35,9 @@ import torch  # noqa: E402
 
 import bnnctl.train.quant as quant  # noqa: E402
 from bnnctl.topology import get_network  # noqa: E402
-from bnnctl.train.layers import apply_constraints  # noqa: E402
 from bnnctl.train.models import BnnModel  # noqa: E402
 from bnnctl.train.recipe import recipe_for  # noqa: E402
-from bnnctl.train.trainer import TrainConfig, squared_hinge, training_autocast  # noqa: E402
+from bnnctl.train.trainer import TrainConfig, squared_hinge, train_step  # noqa: E402
 
 NETWORKS = ["lfcW1A1", "cnvW1A1", "cnvW2A2"]
 VARIANTS = ["baseline", "fp32", "bf16"]
@@ -79,13 +78,7 @@ class Stepper:
                                   precision=precision)
 
     def step(self) -> None:
-        with training_autocast(self.config, torch.device("cpu")):
-            scores = self.model(self.x)
-        loss = squared_hinge(scores.float() - self.model.score_offset, self.y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        apply_constraints(self.model)
+        train_step(self.model, self.optimizer, squared_hinge, self.x, self.y, self.config, torch.device("cpu"))
 
 
 def ms_per_step(stepper: Stepper, steps: int) -> float:

@@ -18,6 +18,7 @@ import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -180,7 +181,9 @@ def check_augmentation(config: "TrainConfig", spec: NetworkSpec) -> None:
         raise BnnctlError(f"--hidden-dropout: expected a probability in [0, 1), got {config.hidden_dropout}")
 
 
-def check_precision(config: "TrainConfig", device: torch.device) -> None:
+def check_choices(config: "TrainConfig", device: torch.device) -> None:
+    """Options with a fixed set of values (the CLI's click choices, checked again for callers of
+    run_training), and bf16 on a GPU that lacks it."""
     if config.keep not in KEEP_CHOICES:
         raise BnnctlError(f"--keep {config.keep}: expected one of {', '.join(KEEP_CHOICES)}")
     if config.precision not in PRECISIONS:
@@ -201,6 +204,19 @@ def training_autocast(config: "TrainConfig", device: torch.device):
     2.75x faster than in fp32.
     """
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+
+def train_step(model: BnnModel, optimizer: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
+               y: torch.Tensor, config: "TrainConfig", device: torch.device) -> torch.Tensor:
+    """One optimizer step on one batch (also what benchmarks/bench_train_step.py times)."""
+    with training_autocast(config, device):
+        scores = model(x)
+    loss = loss_fn(scores.float() - model.score_offset, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    apply_constraints(model)
+    return loss
 
 
 def epoch_generators(seed: int, epoch: int) -> torch.Generator:
@@ -380,13 +396,8 @@ class Run:
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 x = self.inputs(self.train_x[idx], generator if cfg.augment else None)
-                with training_autocast(cfg, self.device):
-                    scores = self.model(x)
-                loss = self.loss_fn(scores.float() - self.model.score_offset, self.train_y[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                apply_constraints(self.model)
+                loss = train_step(self.model, self.optimizer, self.loss_fn, x, self.train_y[idx], cfg,
+                                  self.device)
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
                 bar.update(1)
@@ -443,13 +454,17 @@ class Run:
             metrics["test"] = final
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
+    @cached_property
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test inputs and labels on the device, built once for however many epochs are tested."""
+        return (self.data.test_inputs().to(self.device),
+                torch.from_numpy(self.data.test_labels).to(self.device))
+
     def test_weights(self, state: dict[str, Any], epoch: int, npz: Path) -> tuple[EpochTest, HardwareResult]:
         """Float and hardware-exact test errors of one epoch's weights, exported to `npz`."""
         self.model.load_state_dict(state)
         save_archive(self.model, npz)
-        test_x = self.data.test_inputs().to(self.device)
-        test_y = torch.from_numpy(self.data.test_labels).to(self.device)
-        float_error = evaluate(self.model, self.inputs, test_x, test_y)
+        float_error = evaluate(self.model, self.inputs, *self.test_tensors)
         hw = hardware_error(npz, self.spec, self.data.classes, self.data.test_pixels, self.data.test_labels)
         return EpochTest(epoch=epoch, float_error=float_error, hardware_error=hw.error,
                          hardware_errors=hw.errors), hw
@@ -517,7 +532,7 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
     spec = get_network(config.network)
     check_loss(config, spec)
     check_augmentation(config, spec)
-    check_precision(config, torch_device)
+    check_choices(config, torch_device)
     # Data errors are reported before anything is written (nothing half-done on bad input).
     data = load_training_data(config, spec)
     _prepare_out_dir(out, resume)
