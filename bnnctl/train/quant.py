@@ -15,9 +15,9 @@ def binary(x: torch.Tensor) -> torch.Tensor:
     """Sign with 0 -> +1 (spec §2.3 "x >= 0 => +1"), the value of a 1-bit weight/activation.
 
     sign(sign(x) + 0.5) maps {-1, 0 (and -0.0), +1} to {-1, +1, +1}. Written with `sign`
-    rather than `where(x >= 0, 1, -1)` for speed: on CPU the comparison + select took ~6 ms
-    per 1024x1024 tensor against 0.4 ms, and it ran for every weight matrix and activation of
-    every training step (about half of an LFC step's time).
+    rather than `where(x >= 0, 1, -1)` for speed: on CPU the comparison + select was the
+    largest cost of an LFC training step after the matrix products, and it runs for every weight
+    matrix and activation of every step (README: Training speed, benchmarks/bench_train_step.py).
     """
     return torch.sign(x).add_(0.5).sign_()
 
