@@ -37,7 +37,8 @@ def run_one(name: str, args) -> dict:
                                      vflip=args.vflip, batch_size=args.batch_size,
                                      hidden_dropout=args.hidden_dropout, loss=args.loss, seed=args.seed,
                                      rotate=args.rotate, jitter=args.jitter,
-                                     precision=args.precision, keep=args.keep, valid_fraction=VALID_FRACTION)
+                                     precision=args.precision, keep=args.keep, ema=args.ema,
+                                     valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
@@ -53,7 +54,7 @@ def run_one(name: str, args) -> dict:
         "lr": config.lr, "seed": config.seed, "augment": config.augment, "vflip": config.vflip,
         "rotate": config.rotate, "jitter": config.jitter,
         "hidden_dropout": config.hidden_dropout, "loss": config.loss,
-        "precision": config.precision, "keep": config.keep, "kept_epoch": result.kept_epoch,
+        "precision": config.precision, "keep": config.keep, "ema": config.ema, "kept_epoch": result.kept_epoch,
         "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
@@ -99,6 +100,8 @@ def main() -> None:
                         help="number format of the training steps (bf16: bfloat16 products)")
     parser.add_argument("--keep", choices=KEEP_CHOICES, default="best",
                         help="which epoch the archive holds: best validation (default) or last")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="decay of the weight average that is validated and exported (0: off)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")

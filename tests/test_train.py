@@ -308,7 +308,8 @@ def test_photo_options_refused_where_they_cannot_apply(tmp_path):
     for args, words in ((["--rotate", "5", "--no-augment"], ("--rotate", "--no-augment")),
                         (["--jitter", "1.5"], ("--jitter", "[0, 1)")),
                         (["--rotate", "200"], ("--rotate", "0..180")),
-                        (["--hidden-dropout", "1"], ("--hidden-dropout", "[0, 1)"))):
+                        (["--hidden-dropout", "1"], ("--hidden-dropout", "[0, 1)")),
+                        (["--ema", "1"], ("--ema", "between 0 and 1"))):
         assert_user_error(train(tmp_path, None, str(folder), *args, "--out", "run"), *words)
     # Checked before any data is read (no MNIST files needed to be told).
     assert_user_error(train(tmp_path, None, "mnist", "--jitter", "0.1", "--out", "run"), "--jitter", "lfcW1A1")
@@ -321,8 +322,10 @@ def test_photo_options_refused_where_they_cannot_apply(tmp_path):
 
 def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
     folder = make_image_folder(tmp_path / "colours", per_class=16)
+    # with a weight average: its state must come back too, or the archive (from the average)
+    # and the later average would differ
     common = [str(folder), "--epochs", "3", "--batch-size", "8", "--threads", "1", "--vflip",
-              "--loss", "cross-entropy"]
+              "--loss", "cross-entropy", "--ema", "0.9"]
     straight = train(tmp_path, None, *common, "--out", "straight")
     assert straight.code == 0, straight.err
 
@@ -356,6 +359,9 @@ def test_ctrl_c_then_resume_gives_the_same_weights(tmp_path):
     sb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     for key, value in sa["model"].items():
         assert torch.equal(value, sb["model"][key]), key  # latent weights too, not just signs
+    assert sa["average"]["steps"] == sb["average"]["steps"] > 0
+    for key, value in sa["average"]["model"].items():
+        assert torch.equal(value, sb["average"]["model"][key]), key
     assert [h["valid_error"] for h in sa["history"]] == [h["valid_error"] for h in sb["history"]]
     assert [h["train_loss"] for h in sa["history"]] == [h["train_loss"] for h in sb["history"]]
 
@@ -529,6 +535,76 @@ def test_keep_chooses_the_archived_epoch_and_both_are_reported(tmp_path, monkeyp
         with np.load(result.npz) as a, np.load(tmp_path / f"{keep}-again.npz") as b:
             assert all(np.array_equal(a[key], b[key]) for key in a.files)
     assert not any(p.name.startswith("tmp") for p in (tmp_path / "best").iterdir())  # scratch removed
+
+
+def test_weight_average_follows_its_decay_and_remeasures_batch_norm():
+    from bnnctl.train.averaging import WeightAverage, running_stat_norms
+    from bnnctl.train.layers import BN_MOMENTUM, ScaleOnlyNorm
+
+    torch.manual_seed(0)
+    model = BnnModel(get_network("cnvW1A2"), 4)  # conv and dense batch-norms and the ScaleOnlyNorm
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    average = WeightAverage(model, decay=0.9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-1, 1)
+    average.update(model)
+    average.update(model)
+    # warm-up: step k moves (1 - min(0.9, (1 + k) / (10 + k))) of the way, k = 1, 2
+    keep1, keep2 = 2 / 11, 3 / 12
+    for name, p in average.model.named_parameters():
+        start, target = before[name], dict(model.named_parameters())[name].detach()
+        once = start + (1 - keep1) * (target - start)
+        torch.testing.assert_close(p, once + (1 - keep2) * (target - once), rtol=1e-6, atol=1e-6)
+
+    # refreshed statistics = the plain mean over the batches of each norm's batch statistics
+    seen: dict[torch.nn.Module, list[torch.Tensor]] = {}
+    norms = running_stat_norms(average.model)
+    assert any(isinstance(n, ScaleOnlyNorm) for n in norms) and len(norms) == 9
+    hooks = [n.register_forward_hook(lambda mod, args, out: seen.setdefault(mod, []).append(args[0].detach()))
+             for n in norms]
+    batches = [torch.rand(6, 3, 32, 32) * 2 - 1 for _ in range(3)]
+    average.refresh_batch_norm(lambda: iter(batches))
+    for hook in hooks:
+        hook.remove()
+    for norm in norms:
+        inputs = seen[norm]
+        assert len(inputs) == 3
+        if isinstance(norm, ScaleOnlyNorm):
+            expected_var = torch.stack([x.var() for x in inputs]).mean()
+        else:
+            dims = [d for d in range(inputs[0].dim()) if d != 1]
+            torch.testing.assert_close(norm.running_mean, torch.stack([x.mean(dims) for x in inputs]).mean(0))
+            expected_var = torch.stack([x.var(dims) for x in inputs]).mean(0)
+        torch.testing.assert_close(norm.running_var, expected_var)
+        assert norm.momentum == BN_MOMENTUM  # training afterwards averages as before
+    assert not average.model.training
+
+
+def test_ema_is_what_is_validated_and_exported_and_training_is_unchanged(tmp_path):
+    from bnnctl.train.trainer import TrainConfig, run_training
+
+    folder = make_image_folder(tmp_path / "colours", per_class=8)
+    runs, metrics = {}, {}
+    for name, ema in (("plain", 0.0), ("ema", 0.8)):
+        config = TrainConfig.from_recipe(str(folder), "cnvW1A1", epochs=3, batch_size=8, keep="last", ema=ema)
+        runs[name] = run_training(config, out=tmp_path / name, device="cpu", log=lambda line: None,
+                                  progress=False)
+        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text(encoding="utf-8"))
+    # the optimizer's weights follow the same path: the average only watches
+    assert [h["train_loss"] for h in metrics["plain"]["epochs"]] == [h["train_loss"] for h in metrics["ema"]["epochs"]]
+    assert metrics["ema"]["config"]["ema"] == 0.8
+    checkpoint = torch.load(tmp_path / "ema" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["average"]["steps"] == 3 * 3  # 24 images - 10 % validation, batches of 8
+    # the archive holds the average (keep=last: the average after the last epoch) ...
+    model = BnnModel(get_network("cnvW1A1"), 3)
+    model.load_state_dict(checkpoint["average"]["model"])
+    save_archive(model, tmp_path / "average.npz")
+    with np.load(runs["ema"].npz) as a, np.load(tmp_path / "average.npz") as b, \
+            np.load(runs["plain"].npz) as plain:
+        assert all(np.array_equal(a[key], b[key]) for key in a.files)
+        # ... which is not the optimizer's last weights
+        assert any(not np.array_equal(a[key], plain[key]) for key in a.files)
 
 
 def test_bf16_steps_differ_from_fp32_and_are_reproducible(tmp_path):

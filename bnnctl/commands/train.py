@@ -73,6 +73,11 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="Which epoch's weights the archive holds: the one with the lowest validation "
                    "error, or the last one of the schedule (the learning rate has decayed to zero "
                    "there). Both are tested at the end and reported side by side.")
+@click.option("--ema", type=float, metavar="DECAY", default=0.0,
+              help="Validate, keep and export a moving average of the weights instead of the "
+                   "optimizer's own: after every step the average moves 1 - DECAY of the way to "
+                   "the current weights (e.g. 0.999), and its batch-norm statistics are measured "
+                   "again each epoch. Default: 0 (off).")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
@@ -83,7 +88,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
           valid_fraction, augment, vflip, rotate, jitter, hidden_dropout, loss, precision, keep,
-          limit, test_limit, threads, as_json):
+          ema, limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -130,7 +135,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     config = TrainConfig.from_recipe(dataset, network, epochs=epochs, batch_size=batch_size, lr=lr,
                                      augment=augment, vflip=vflip, rotate=rotate, jitter=jitter,
                                      hidden_dropout=hidden_dropout, loss=loss, seed=seed,
-                                     precision=precision, keep=keep, valid_fraction=valid_fraction,
+                                     precision=precision, keep=keep, ema=ema, valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)
 

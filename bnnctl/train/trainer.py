@@ -30,6 +30,7 @@ from bnnctl import __version__
 from bnnctl.errors import BnnctlError
 from bnnctl.fsutil import atomic_write_text
 from bnnctl.topology import NetworkSpec, get_network
+from bnnctl.train.averaging import WeightAverage
 from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from bnnctl.train.data import TrainingData, load_training_data
 from bnnctl.train.export import save_archive
@@ -65,6 +66,7 @@ class TrainConfig:
     loss: str = "hinge"  # a key of LOSSES
     precision: str = "fp32"  # one of PRECISIONS: number format of the training steps' products
     keep: str = "best"  # one of KEEP_CHOICES: the epoch whose weights are exported
+    ema: float = 0.0  # decay of the weight average that is validated and exported; 0: off
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
@@ -97,7 +99,7 @@ class TrainConfig:
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
                    "augment", "vflip", "rotate", "jitter", "hidden_dropout", "loss", "precision",
-                   "keep", "limit", "test_limit")
+                   "keep", "ema", "limit", "test_limit")
 
 
 @dataclass
@@ -183,11 +185,13 @@ def check_augmentation(config: "TrainConfig", spec: NetworkSpec) -> None:
 
 def check_choices(config: "TrainConfig", device: torch.device) -> None:
     """Options with a fixed set of values (the CLI's click choices, checked again for callers of
-    run_training), and bf16 on a GPU that lacks it."""
+    run_training), the --ema decay, and bf16 on a GPU that lacks it."""
     if config.keep not in KEEP_CHOICES:
         raise BnnctlError(f"--keep {config.keep}: expected one of {', '.join(KEEP_CHOICES)}")
     if config.precision not in PRECISIONS:
         raise BnnctlError(f"--precision {config.precision}: expected one of {', '.join(PRECISIONS)}")
+    if not (config.ema == 0 or 0 < config.ema < 1):
+        raise BnnctlError(f"--ema {config.ema}: expected a decay between 0 and 1 (e.g. 0.999), or 0 for none")
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise BnnctlError("--precision bf16: this GPU has no bfloat16 support; use --precision fp32")
 
@@ -345,6 +349,7 @@ class Run:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         # Cosine decay to zero, stepped once per epoch (recipe.py).
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
+        self.average = WeightAverage(self.model, config.ema) if config.ema else None
         self.inputs = Inputs(self.spec, device, vflip=config.vflip, rotate=config.rotate,
                              jitter=config.jitter)
         self.epoch = 0  # completed epochs
@@ -361,7 +366,8 @@ class Run:
         return {"config": asdict(self.config), "epoch": self.epoch, "classes": self.data.classes,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "history": self.history,
-                "best": self.best}
+                "best": self.best,
+                "average": self.average.state_dict() if self.average else None}
 
     def restore(self, state: dict[str, Any]) -> None:
         if state["classes"] != self.data.classes:
@@ -373,8 +379,21 @@ class Run:
         self.epoch = state["epoch"]
         self.history = state["history"]
         self.best = state["best"]
+        if self.average:
+            self.average.load_state_dict(state["average"])
 
     # -- training ------------------------------------------------------------------------------
+
+    @property
+    def evaluated(self) -> BnnModel:
+        """The weights that are validated, kept and exported: the optimizer's, or with --ema
+        their running average."""
+        return self.average.model if self.average else self.model
+
+    def training_batches(self):
+        """The training images as the network sees them at inference (no augmentation)."""
+        for start in range(0, len(self.train_y), EVAL_BATCH):
+            yield self.inputs(self.train_x[start:start + EVAL_BATCH], None)
 
     def train_epoch(self) -> float:
         from tqdm import tqdm
@@ -397,6 +416,8 @@ class Run:
                 x = self.inputs(self.train_x[idx], generator if cfg.augment else None)
                 loss = train_step(self.model, self.optimizer, self.loss_fn, x, self.train_y[idx], cfg,
                                   self.device)
+                if self.average:
+                    self.average.update(self.model)
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
                 bar.update(1)
@@ -411,17 +432,19 @@ class Run:
             t0 = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
             loss = self.train_epoch()
+            if self.average:
+                self.average.refresh_batch_norm(self.training_batches)
             # The best epoch is the one the board does best on, so validate with its rule.
-            valid_error = evaluate(self.model, self.inputs, self.valid_x, self.valid_y, board_rule=True)
+            valid_error = evaluate(self.evaluated, self.inputs, self.valid_x, self.valid_y, board_rule=True)
             self.scheduler.step()
             self.epoch += 1
             seconds = time.time() - t0
             improved = valid_error < self.best["valid_error"]
             if improved:
                 self.best = {"epoch": self.epoch, "valid_error": valid_error,
-                             "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+                             "state": {k: v.detach().cpu().clone() for k, v in self.evaluated.state_dict().items()}}
             if improved or cfg.keep == "last":
-                save_archive(self.model, self.npz)  # a usable archive even if the run is cut short
+                save_archive(self.evaluated, self.npz)  # a usable archive even if the run is cut short
             self.history.append({"epoch": self.epoch, "train_loss": loss, "valid_error": valid_error,
                                  "lr": lr, "seconds": round(seconds, 3)})
             save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
@@ -473,7 +496,7 @@ class Run:
         candidate epoch (best validation / last) is tested too, for the report only."""
         from bnnctl.convert.folder import classes_text
 
-        last_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        last_state = {k: v.detach().cpu().clone() for k, v in self.evaluated.state_dict().items()}
         states = {"best": (self.best["state"], self.best["epoch"]), "last": (last_state, self.epoch)}
         keep = self.config.keep
         other = "last" if keep == "best" else "best"
