@@ -120,8 +120,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"{'benchmark':20} {'epochs':>6} {'wall s':>8} {'device':>6} {'s/epoch':>8} "
           f"{'float err':>9} {'hw err':>8}")
+    from bnnctl.errors import BnnctlError
+
     for name in args.benchmarks:
-        f = run_one(name, args)
+        try:
+            f = run_one(name, args)
+        except BnnctlError as exc:  # Ctrl-C (the run says how to resume it) or a user error
+            print(f"[{name}] {exc}", file=sys.stderr)
+            sys.exit(getattr(exc, "exit_code", 1))
         print(f"{name:20} {f['epochs']:>6} {f['wall_seconds']:>8.0f} {f['device']:>6} "
               f"{f['seconds_per_epoch']:>8.2f} {100 * f['float_test_error']:>8.2f}% "
               f"{100 * f['hardware_test_error']:>7.2f}%", flush=True)
