@@ -93,13 +93,12 @@ class ScaleOnlyNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(()))  # gamma, kept > 0 (apply_constraints)
         self.register_buffer("running_var", torch.ones(()))
-        self.momentum = BN_MOMENTUM  # as torch's batch-norms: averaging.py changes it to re-measure
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             var = x.detach().var()  # over batch and classes, one scalar as in Lasagne
             with torch.no_grad():
-                self.running_var.mul_(1 - self.momentum).add_(self.momentum * var)
+                self.running_var.mul_(1 - BN_MOMENTUM).add_(BN_MOMENTUM * var)
             # the batch statistic carries gradient, like a batch-norm's does
             scale = torch.rsqrt(x.var() + BN_EPS)
         else:

@@ -390,11 +390,6 @@ class Run:
         their running average."""
         return self.average.model if self.average else self.model
 
-    def training_batches(self):
-        """The training images as the network sees them at inference (no augmentation)."""
-        for start in range(0, len(self.train_y), EVAL_BATCH):
-            yield self.inputs(self.train_x[start:start + EVAL_BATCH], None)
-
     def train_epoch(self) -> float:
         from tqdm import tqdm
 
@@ -432,8 +427,6 @@ class Run:
             t0 = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
             loss = self.train_epoch()
-            if self.average:
-                self.average.refresh_batch_norm(self.training_batches)
             # The best epoch is the one the board does best on, so validate with its rule.
             valid_error = evaluate(self.evaluated, self.inputs, self.valid_x, self.valid_y, board_rule=True)
             self.scheduler.step()
