@@ -74,10 +74,10 @@ def _explicit(ctx: click.Context) -> set[str]:
                    "error, or the last one of the schedule (the learning rate has decayed to zero "
                    "there). Both are tested at the end and reported side by side.")
 @click.option("--ema", type=float, metavar="DECAY", default=0.0,
-              help="Validate, keep and export a moving average of the weights instead of the "
-                   "optimizer's own: after every step the average moves 1 - DECAY of the way to "
-                   "the current weights (e.g. 0.999), and its batch-norm statistics are measured "
-                   "again each epoch. Default: 0 (off).")
+              help="Validate, keep and export a moving average of the weights (and batch-norm "
+                   "statistics) instead of the optimizer's own: after every step the average moves "
+                   "1 - DECAY of the way to the current ones (e.g. 0.999). Default: 0 (off; see "
+                   "the README's Training section for what it measured).")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
