@@ -23,7 +23,12 @@ from torch import nn
 
 
 class WeightAverage:
-    """An averaged copy of `model` (parameters and float buffers); `update` after each step."""
+    """An averaged copy of `model` (parameters and float buffers); `update` after each step.
+
+    torch.optim.swa_utils.AveragedModel with get_ema_multi_avg_fn does the same lerp, but
+    starts from the weights after the first step without a warm-up and wraps the model (its
+    state_dict keys gain a prefix); a bare copy exports with save_archive like the model itself.
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0 < decay < 1:
