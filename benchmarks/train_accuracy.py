@@ -38,6 +38,7 @@ def run_one(name: str, args) -> dict:
                                      hidden_dropout=args.hidden_dropout, loss=args.loss, seed=args.seed,
                                      rotate=args.rotate, jitter=args.jitter,
                                      precision=args.precision, keep=args.keep, ema=args.ema,
+                                     distill=args.distill, teacher_epochs=args.teacher_epochs,
                                      valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -55,6 +56,7 @@ def run_one(name: str, args) -> dict:
         "rotate": config.rotate, "jitter": config.jitter,
         "hidden_dropout": config.hidden_dropout, "loss": config.loss,
         "precision": config.precision, "keep": config.keep, "ema": config.ema, "kept_epoch": result.kept_epoch,
+        "distill": config.distill, "teacher": result.teacher,
         "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
@@ -102,6 +104,9 @@ def main() -> None:
                         help="which epoch the archive holds: best validation (default) or last")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of the weight average that is validated and exported (0: off)")
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="weight of the distillation term from a float teacher (0: off)")
+    parser.add_argument("--teacher-epochs", type=int, help="epochs of the float teacher (default: the recipe's)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")

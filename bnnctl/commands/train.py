@@ -78,6 +78,14 @@ def _explicit(ctx: click.Context) -> set[str]:
                    "statistics) instead of the optimizer's own: after every step the average moves "
                    "1 - DECAY of the way to the current ones (e.g. 0.999). Default: 0 (off; see "
                    "the README's Training section for what it measured).")
+@click.option("--distill", type=float, metavar="WEIGHT", default=0.0,
+              help="First train a float teacher on the same training images (CNV: the same layers "
+                   "in float; LFC: a small CNN), then add WEIGHT x its distillation term (softened "
+                   "class probabilities, KL divergence) to the hinge loss (e.g. 1). The teacher is "
+                   "saved as teacher.pt in the run folder and never exported. Default: 0 (off; see "
+                   "the README's Training section for what it measured).")
+@click.option("--teacher-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of the float teacher with --distill. Default: 60 (CNV), 10 (LFC).")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
@@ -88,7 +96,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
           valid_fraction, augment, vflip, rotate, jitter, hidden_dropout, loss, precision, keep,
-          ema, limit, test_limit, threads, as_json):
+          ema, distill, teacher_epochs, limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -135,7 +143,8 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     config = TrainConfig.from_recipe(dataset, network, epochs=epochs, batch_size=batch_size, lr=lr,
                                      augment=augment, vflip=vflip, rotate=rotate, jitter=jitter,
                                      hidden_dropout=hidden_dropout, loss=loss, seed=seed,
-                                     precision=precision, keep=keep, ema=ema, valid_fraction=valid_fraction,
+                                     precision=precision, keep=keep, ema=ema, distill=distill,
+                                     teacher_epochs=teacher_epochs, valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)
 
@@ -157,6 +166,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
         "hardware_test_error": result.hw_test_error, "float_test_error": result.float_test_error,
         "compared": {name: test.as_dict() for name, test in result.compared.items()},
         "rule": result.rule, "train_seconds": round(result.seconds, 1),
+        "teacher": result.teacher,
     }
     if as_json:
         emit_json(summary)
@@ -176,6 +186,9 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
     if other.epoch != result.kept_epoch:
         click.echo(f"  for comparison, epoch {other.epoch} ({labels[other_name]}, --keep {other_name}): "
                    f"hardware-exact {100 * other.hardware_error:.2f} %")
+    if result.teacher:
+        click.echo(f"  float teacher:  {100 * result.teacher['test_error']:6.2f} %  ({result.teacher['model']}, "
+                   "guided the training; not exported)")
     click.echo(f"wrote {result.npz}, classes.txt, metrics.json in {result.out_dir}")
     click.echo("next: bnnctl binarize")
 

@@ -39,6 +39,14 @@ from bnnctl.train.inputs import augment, cnv_code_table, cnv_values, shift_digit
 from bnnctl.train.layers import apply_constraints
 from bnnctl.train.models import BnnModel
 from bnnctl.train.recipe import KEEP_CHOICES, PRECISIONS, recipe_for, vertical_flips
+from bnnctl.train.teacher import (
+    TEACHER_NAME,
+    distillation_loss,
+    load_teacher,
+    save_teacher,
+    teacher_outputs,
+    train_teacher,
+)
 
 EVAL_BATCH = 500
 
@@ -67,6 +75,8 @@ class TrainConfig:
     precision: str = "fp32"  # one of PRECISIONS: number format of the training steps' products
     keep: str = "best"  # one of KEEP_CHOICES: the epoch whose weights are exported
     ema: float = 0.0  # decay of the weight average that is validated and exported; 0: off
+    distill: float = 0.0  # weight of the distillation term (teacher.py); 0: no teacher
+    teacher_epochs: int = 0  # epochs of the float teacher (with distill)
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
@@ -76,7 +86,7 @@ class TrainConfig:
                     batch_size: int | None = None, lr: float | None = None, augment: bool | None = None,
                     vflip: bool | None = None, hidden_dropout: float | None = None, loss: str | None = None,
                     rotate: float | None = None, jitter: float | None = None,
-                    **fixed: Any) -> "TrainConfig":
+                    teacher_epochs: int | None = None, **fixed: Any) -> "TrainConfig":
         """The run the recipe of the network's topology describes (recipe.py), with the values
         given here (not None) in its place; `fixed` passes the remaining fields through."""
         recipe = recipe_for(get_network(network).topology)
@@ -86,7 +96,8 @@ class TrainConfig:
                    vflip=vertical_flips(dataset) if vflip is None else vflip,
                    hidden_dropout=recipe.hidden_dropout if hidden_dropout is None else hidden_dropout,
                    loss=loss or recipe.loss, rotate=recipe.rotate if rotate is None else rotate,
-                   jitter=recipe.jitter if jitter is None else jitter, **fixed)
+                   jitter=recipe.jitter if jitter is None else jitter,
+                   teacher_epochs=teacher_epochs or recipe.teacher_epochs, **fixed)
 
     @property
     def dataset_label(self) -> str:
@@ -99,7 +110,7 @@ class TrainConfig:
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
                    "augment", "vflip", "rotate", "jitter", "hidden_dropout", "loss", "precision",
-                   "keep", "ema", "limit", "test_limit")
+                   "keep", "ema", "distill", "teacher_epochs", "limit", "test_limit")
 
 
 @dataclass
@@ -134,6 +145,7 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     # the best-validation and the last epoch's test figures, whichever was kept (for comparison)
     compared: dict[str, EpochTest] = field(default_factory=dict)
+    teacher: dict[str, Any] | None = None  # with --distill: the float teacher's figures
 
 
 def squared_hinge(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -192,6 +204,10 @@ def check_choices(config: "TrainConfig", device: torch.device) -> None:
         raise BnnctlError(f"--precision {config.precision}: expected one of {', '.join(PRECISIONS)}")
     if not (config.ema == 0 or 0 < config.ema < 1):
         raise BnnctlError(f"--ema {config.ema}: expected a decay between 0 and 1 (e.g. 0.999), or 0 for none")
+    if not (math.isfinite(config.distill) and config.distill >= 0):
+        raise BnnctlError(f"--distill {config.distill}: expected a weight >= 0 (e.g. 1), or 0 for no teacher")
+    if config.distill and config.teacher_epochs < 1:
+        raise BnnctlError(f"--teacher-epochs {config.teacher_epochs}: expected at least 1")
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise BnnctlError("--precision bf16: this GPU has no bfloat16 support; use --precision fp32")
 
@@ -210,11 +226,15 @@ def training_autocast(config: "TrainConfig", device: torch.device):
 
 
 def train_step(model: BnnModel, optimizer: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
-               y: torch.Tensor, config: "TrainConfig", device: torch.device) -> torch.Tensor:
-    """One optimizer step on one batch (also what benchmarks/bench_train_step.py times)."""
+               y: torch.Tensor, config: "TrainConfig", device: torch.device,
+               extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """One optimizer step on one batch (also what benchmarks/bench_train_step.py times).
+    `extra_loss(scores)` is added to the loss (the distillation term)."""
     with training_autocast(config, device):
         scores = model(x)
     loss = loss_fn(scores.float() - model.score_offset, y)
+    if extra_loss is not None:
+        loss = loss + extra_loss(scores.float())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -346,7 +366,17 @@ class Run:
         self.npz = out / f"{config.dataset_label}-{config.network}.npz"
         torch.manual_seed(config.seed)  # model initialisation
         self.model = BnnModel(self.spec, len(data.classes), hidden_dropout=config.hidden_dropout).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        # --distill: the distillation term's own score scale (teacher.distillation_loss), trained
+        # with the weights but never exported. Without it the optimizer is built exactly as
+        # before, so runs without --distill repeat earlier runs bit for bit.
+        self.distill_log_scale = torch.zeros((), device=device, requires_grad=True) if config.distill else None
+        params = [{"params": list(self.model.parameters())}]
+        if self.distill_log_scale is not None:
+            params.append({"params": [self.distill_log_scale]})
+        self.optimizer = torch.optim.Adam(params if config.distill else self.model.parameters(), lr=config.lr)
+        self.teacher: torch.nn.Module | None = None
+        self.teacher_info: dict[str, Any] | None = None
+        self.teacher_train_logits: torch.Tensor | None = None  # cached when inputs are not augmented
         # Cosine decay to zero, stepped once per epoch (recipe.py).
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
         self.average = WeightAverage(self.model, config.ema) if config.ema else None
@@ -367,7 +397,8 @@ class Run:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "history": self.history,
                 "best": self.best,
-                "average": self.average.state_dict() if self.average else None}
+                "average": self.average.state_dict() if self.average else None,
+                "distill_log_scale": None if self.distill_log_scale is None else self.distill_log_scale.detach().cpu()}
 
     def restore(self, state: dict[str, Any]) -> None:
         if state["classes"] != self.data.classes:
@@ -381,6 +412,52 @@ class Run:
         self.best = state["best"]
         if self.average:
             self.average.load_state_dict(state["average"])
+        if self.distill_log_scale is not None:
+            with torch.no_grad():
+                self.distill_log_scale.copy_(state["distill_log_scale"])
+
+    # -- teacher (--distill) -------------------------------------------------------------------
+
+    def prepare_teacher(self) -> None:
+        """Load the run's teacher.pt, or train the teacher and save it there (teacher.py)."""
+        path = self.out / TEACHER_NAME
+        classes = len(self.data.classes)
+        if path.is_file():
+            self.teacher, self.teacher_info = load_teacher(path, self.spec, classes, self.device)
+            self.log(f"teacher: loaded {path}")
+        else:
+            cfg = self.config
+            self.log(f"training the float teacher ({cfg.teacher_epochs} epochs) for distillation")
+            t0 = time.time()
+            self.teacher, history = train_teacher(
+                self.spec, classes, cfg.teacher_epochs, cfg.batch_size, cfg.seed, self.train_x,
+                self.train_y, self.inputs, cfg.augment, epoch_generators, self.device, self.log)
+            valid = self._teacher_error(self.valid_x, self.valid_y)
+            test = self._teacher_error(*self.test_tensors)
+            self.teacher_info = {"model": type(self.teacher).__name__, "epochs": cfg.teacher_epochs,
+                                 "valid_error": valid, "test_error": test,
+                                 "seconds": round(time.time() - t0, 1), "history": history}
+            save_teacher(path, self.teacher, self.teacher_info)
+            self.log(f"teacher: validation error {100 * valid:.2f} %, test error {100 * test:.2f} % "
+                     "(float, a training aid only; not exported)")
+        if not self.config.augment:
+            # Unchanged inputs every epoch: the teacher's answers are the same too.
+            self.teacher_train_logits = teacher_outputs(self.teacher, self.inputs(self.train_x, None))
+
+    def _teacher_error(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        if len(y) == 0:
+            return float("nan")
+        logits = teacher_outputs(self.teacher, self.inputs(x, None))
+        return float((logits.argmax(1) != y).float().mean())
+
+    def distill_term(self, x: torch.Tensor, idx: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The distillation term for one batch (x: network inputs of training images idx)."""
+        if self.teacher_train_logits is not None:
+            target = self.teacher_train_logits[idx]
+        else:
+            target = teacher_outputs(self.teacher, x)
+        weight = self.config.distill
+        return lambda scores: weight * distillation_loss(scores, target, self.distill_log_scale)
 
     # -- training ------------------------------------------------------------------------------
 
@@ -409,8 +486,9 @@ class Run:
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 x = self.inputs(self.train_x[idx], generator if cfg.augment else None)
+                extra = self.distill_term(x, idx) if cfg.distill else None
                 loss = train_step(self.model, self.optimizer, self.loss_fn, x, self.train_y[idx], cfg,
-                                  self.device)
+                                  self.device, extra_loss=extra)
                 if self.average:
                     self.average.update(self.model)
                 total += float(loss.detach()) * len(idx)
@@ -423,6 +501,12 @@ class Run:
 
     def train(self) -> None:
         cfg = self.config
+        if cfg.distill and self.teacher is None and self.epoch < cfg.epochs:
+            self.prepare_teacher()
+            # a checkpoint before epoch 1, so Ctrl-C from here on can be resumed without
+            # training the teacher again (it is in teacher.pt)
+            save_checkpoint(self.out / CHECKPOINT_NAME, self.state())
+            self.write_metrics(status="training")
         while self.epoch < cfg.epochs:
             t0 = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -465,6 +549,8 @@ class Run:
             "epochs": self.history,
             "versions": versions(),
         }
+        if self.teacher_info is not None:
+            metrics["teacher"] = self.teacher_info
         if final:
             metrics["test"] = final
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -516,7 +602,17 @@ class Run:
                          float_test_error=kept.float_error, hw_test_error=kept.hardware_error,
                          test_split=self.data.test_split, rule=hw.rule,
                          epochs_run=self.epoch, seconds=seconds, device=str(self.device),
-                         classes=list(self.data.classes), history=self.history, compared=compared)
+                         classes=list(self.data.classes), history=self.history, compared=compared,
+                         teacher=self._teacher_summary())
+
+    def _teacher_summary(self) -> dict[str, Any] | None:
+        if self.teacher_info is None and self.config.distill and (self.out / TEACHER_NAME).is_file():
+            # a run resumed after its last epoch never loaded the teacher
+            _, self.teacher_info = load_teacher(self.out / TEACHER_NAME, self.spec, len(self.data.classes),
+                                                self.device)
+        if self.teacher_info is None:
+            return None
+        return {k: v for k, v in self.teacher_info.items() if k != "history"}
 
 
 def _check_resume_config(config: TrainConfig, stored: dict[str, Any], explicit: set[str]) -> TrainConfig:

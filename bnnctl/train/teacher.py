@@ -1,0 +1,189 @@
+"""Float teacher networks and the distillation loss (`bnnctl train --distill WEIGHT`).
+
+A binarized network learns from hard labels alone by a squared hinge; a float network of the same
+size (or, for digits, a small CNN) learns the same task more easily and ranks the wrong classes
+as well (a cucumber of grade 2L that looks like an L). Distillation adds that ranking to the
+student's loss: KL(teacher || student) on softened class probabilities, Hinton et al.'s
+"knowledge distillation". The hinge term stays: it is what trains the scores the board decides
+on (output bits for LFC, positive top scores for signed CNV), so distillation only adds to it.
+
+The teacher is trained at the start of the run on the run's own training split (never on the
+validation or test images), with the same inputs the student sees (CNV input codes q/128, LFC
+input bits +-1) and the same augmentation, and saved as teacher.pt in the run folder. It is a
+training aid only: nothing of it is exported.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnnctl.errors import BnnctlError
+from bnnctl.fsutil import atomic_write_bytes
+from bnnctl.topology import NetworkSpec
+
+TEACHER_NAME = "teacher.pt"
+TEACHER_FORMAT = 1
+
+# Softening of both distributions in the distillation term (Hinton et al. used 1-20; 4 is a
+# common middle). The term is multiplied by T^2 so its gradients keep the scale of a T = 1 loss.
+TEMPERATURE = 4.0
+
+# Teacher recipe: SGD with Nesterov momentum, cosine decay, weight decay - the usual recipe of
+# small float CNNs on CIFAR-sized images; cross-entropy on hard labels.
+TEACHER_LR = 0.05
+TEACHER_MOMENTUM = 0.9
+TEACHER_WEIGHT_DECAY = 5e-4
+# Offset of the teacher's random streams from the student's, so the two never draw the same
+# shuffles and crops.
+TEACHER_SEED_OFFSET = 7919
+
+
+class PhotoTeacher(nn.Module):
+    """CNV's layer geometry in float: the same valid 3x3 convolutions, pools and widths, with
+    float weights, batch-norm and ReLU (spec §1.2 gives the geometry). Same size as the student,
+    so what it knows better comes from float arithmetic alone."""
+
+    def __init__(self, network: NetworkSpec, num_classes: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = len(network.layers) - 1
+        for layer in network.layers:
+            if layer.index == last:
+                layers += [nn.Flatten(), nn.Linear(layer.in_features, num_classes)]
+            elif layer.kind == "conv":
+                layers += [nn.Conv2d(layer.in_channels, layer.rows, layer.kernel, bias=False),
+                           nn.BatchNorm2d(layer.rows), nn.ReLU(inplace=True)]
+                if layer.pool:
+                    layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Flatten(), nn.Linear(layer.in_features, layer.rows, bias=False),
+                           nn.BatchNorm1d(layer.rows), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DigitTeacher(nn.Module):
+    """A small float CNN on the 28x28 input bits. LFC's own geometry in float (an MLP) is barely
+    better than its binarized self on MNIST; a CNN sees the strokes' neighbourhoods and is."""
+
+    def __init__(self, num_classes: int, side: int = 28):
+        super().__init__()
+        self.side = side
+
+        def stage(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+        self.net = nn.Sequential(*stage(1, 32), *stage(32, 64), *stage(64, 128), nn.Flatten(),
+                                 nn.Linear(128 * (side // 8) ** 2, 256, bias=False), nn.BatchNorm1d(256),
+                                 nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(256, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(-1, 1, self.side, self.side))
+
+
+def build_teacher(network: NetworkSpec, num_classes: int) -> nn.Module:
+    if network.is_cnv:
+        return PhotoTeacher(network, num_classes)
+    return DigitTeacher(num_classes, side=network.input_height)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, log_scale: torch.Tensor,
+                      temperature: float = TEMPERATURE) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student * exp(log_scale) / T)), batch mean.
+
+    The student's scores live on the hinge loss's scale (targets +-1), far flatter than float
+    logits; `log_scale` is a learned factor for this term alone (never exported), so neither
+    loss has to give up its scale for the other. A factor on every score changes no argmax.
+    """
+    student_log = F.log_softmax(student * log_scale.exp() / temperature, dim=1)
+    teacher_log = F.log_softmax(teacher / temperature, dim=1)
+    return temperature ** 2 * F.kl_div(student_log, teacher_log, log_target=True, reduction="batchmean")
+
+
+def teacher_outputs(teacher: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """Teacher logits for network inputs x (eval mode, no gradient), in batches."""
+    teacher.eval()
+    with torch.no_grad():
+        return torch.cat([teacher(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
+            torch.zeros(0)
+
+
+def train_teacher(network: NetworkSpec, num_classes: int, epochs: int, batch_size: int, seed: int,
+                  train_x: torch.Tensor, train_y: torch.Tensor, make_inputs: Callable,
+                  augment: bool, epoch_generator: Callable[[int, int], torch.Generator],
+                  device: torch.device, log: Callable[[str], None]) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train a float teacher on the run's training split; returns it and its per-epoch history.
+
+    `make_inputs(stored_batch, generator_or_None)` turns stored images into network inputs (the
+    student's `Inputs`, augmentation included); `epoch_generator(seed, epoch)` reseeds the
+    random streams of one epoch as the student's epochs do.
+    """
+    torch.manual_seed(seed + TEACHER_SEED_OFFSET)
+    teacher = build_teacher(network, num_classes).to(device)
+    optimizer = torch.optim.SGD(teacher.parameters(), lr=TEACHER_LR, momentum=TEACHER_MOMENTUM,
+                                nesterov=True, weight_decay=TEACHER_WEIGHT_DECAY)
+    steps = math.ceil(len(train_y) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=TEACHER_LR, epochs=epochs,
+                                                   steps_per_epoch=steps, pct_start=0.15,
+                                                   anneal_strategy="cos")
+    history = []
+    for epoch in range(1, epochs + 1):
+        t0 = time.time()
+        generator = epoch_generator(seed + TEACHER_SEED_OFFSET, epoch)
+        order = torch.randperm(len(train_y), generator=generator).to(device)
+        if len(order) % batch_size == 1:
+            order = order[:-1]  # batch-norm needs two images (see the student's epochs)
+        teacher.train()
+        total = correct = seen = 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            x = make_inputs(train_x[idx], generator if augment else None)
+            logits = teacher(x)
+            loss = F.cross_entropy(logits, train_y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == train_y[idx]).sum())
+            seen += len(idx)
+        seconds = time.time() - t0
+        history.append({"epoch": epoch, "train_loss": total / max(seen, 1),
+                        "train_error": 1 - correct / max(seen, 1), "seconds": round(seconds, 3)})
+        log(f"teacher epoch {epoch:>{len(str(epochs))}}/{epochs}  loss {total / max(seen, 1):.4f}  "
+            f"training error {100 * (1 - correct / max(seen, 1)):6.2f} %  {seconds:.1f} s")
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher, history
+
+
+def save_teacher(path, teacher: nn.Module, info: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": TEACHER_FORMAT, "model": teacher.state_dict(), "info": info}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_teacher(path, network: NetworkSpec, num_classes: int,
+                 device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        teacher = build_teacher(network, num_classes)
+        teacher.load_state_dict(state["model"])
+    except Exception as exc:  # a damaged or foreign file; torch raises many kinds
+        raise BnnctlError(f"{path}: not a readable bnnctl teacher for {network.name} with {num_classes} "
+                          f"classes ({type(exc).__name__}); delete it and --resume to train it again") from None
+    if state.get("format") != TEACHER_FORMAT:
+        raise BnnctlError(f"{path}: teacher of another bnnctl version; delete it and --resume to retrain it")
+    teacher.to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher, state.get("info", {})
