@@ -370,10 +370,9 @@ class Run:
         # with the weights but never exported. Without it the optimizer is built exactly as
         # before, so runs without --distill repeat earlier runs bit for bit.
         self.distill_log_scale = torch.zeros((), device=device, requires_grad=True) if config.distill else None
-        params = [{"params": list(self.model.parameters())}]
-        if self.distill_log_scale is not None:
-            params.append({"params": [self.distill_log_scale]})
-        self.optimizer = torch.optim.Adam(params if config.distill else self.model.parameters(), lr=config.lr)
+        params = self.model.parameters() if self.distill_log_scale is None else \
+            [{"params": list(self.model.parameters())}, {"params": [self.distill_log_scale]}]
+        self.optimizer = torch.optim.Adam(params, lr=config.lr)
         self.teacher: torch.nn.Module | None = None
         self.teacher_info: dict[str, Any] | None = None
         self.teacher_train_logits: torch.Tensor | None = None  # cached when inputs are not augmented
