@@ -79,13 +79,13 @@ def _explicit(ctx: click.Context) -> set[str]:
                    "1 - DECAY of the way to the current ones (e.g. 0.999). Default: 0 (off; see "
                    "the README's Training section for what it measured).")
 @click.option("--distill", type=float, metavar="WEIGHT", default=0.0,
-              help="First train a float teacher on the same training images (CNV: the same layers "
-                   "in float; LFC: a small CNN), then add WEIGHT x its distillation term (softened "
-                   "class probabilities, KL divergence) to the hinge loss (e.g. 1). The teacher is "
-                   "saved as teacher.pt in the run folder and never exported. Default: 0 (off; see "
-                   "the README's Training section for what it measured).")
+              help="cnvW1A1 only: first train a float teacher (the same layers in float) on the same "
+                   "training images, then add WEIGHT x its distillation term (softened class "
+                   "probabilities, KL divergence) to the hinge loss (e.g. 1). The teacher is saved as "
+                   "teacher.pt in the run folder and never exported. Default: 0 (off; it measured no "
+                   "better on CUCUMBER-9, see the README's Training section).")
 @click.option("--teacher-epochs", type=click.IntRange(min=1), default=None,
-              help="Epochs of the float teacher with --distill. Default: 60 (CNV), 10 (LFC).")
+              help="Epochs of the float teacher with --distill. Default: 60.")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,

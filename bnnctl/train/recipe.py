@@ -34,7 +34,7 @@ class Recipe:
     loss: str = "hinge"  # one of LOSS_NAMES
     rotate: float = 0.0  # photos: random turns of up to this many degrees (with augment)
     jitter: float = 0.0  # photos: random brightness / colour-balance factors 1 +- this (with augment)
-    teacher_epochs: int = 60  # epochs of the float teacher, with --distill (teacher.py)
+    teacher_epochs: int = 60  # epochs of the float teacher, with --distill (teacher.py; CNV only)
 
 
 RECIPES = {
@@ -47,8 +47,7 @@ RECIPES = {
     # reached 1.60 % hardware-exact test error after 150 epochs, against 2.14 % for 0.5 after
     # 100 (benchmarks/results/train-mnist-lfcW1A1*.json); its best validation error so far was
     # lower at every 10th/20th epoch compared (e.g. 1.65 % against 1.95 % at epoch 100).
-    # The digit teacher is a small CNN that is near its best after a few epochs of 54k images.
-    "lfc": Recipe(epochs=150, batch_size=100, lr=0.01, augment=False, hidden_dropout=0.2, teacher_epochs=10),
+    "lfc": Recipe(epochs=150, batch_size=100, lr=0.01, augment=False, hidden_dropout=0.2),
 }
 
 VALID_FRACTION = 0.1

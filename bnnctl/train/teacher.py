@@ -1,16 +1,16 @@
 """Float teacher networks and the distillation loss (`bnnctl train --distill WEIGHT`).
 
 A binarized network learns from hard labels alone by a squared hinge; a float network of the same
-size (or, for digits, a small CNN) learns the same task more easily and ranks the wrong classes
-as well (a cucumber of grade 2L that looks like an L). Distillation adds that ranking to the
-student's loss: KL(teacher || student) on softened class probabilities, Hinton et al.'s
-"knowledge distillation". The hinge term stays: it is what trains the scores the board decides
-on (output bits for LFC, positive top scores for signed CNV), so distillation only adds to it.
+geometry learns the same task more easily and ranks the wrong classes as well (a cucumber of
+grade 2L that looks like an L). Distillation adds that ranking to the student's loss:
+KL(teacher || student) on softened class probabilities, Hinton et al.'s "knowledge
+distillation". The hinge term stays. A ranking only decides where the board takes an argmax of
+popcount scores (cnvW1A1); trainer.check_loss refuses the other networks.
 
 The teacher is trained at the start of the run on the run's own training split (never on the
-validation or test images), with the same inputs the student sees (CNV input codes q/128, LFC
-input bits +-1) and the same augmentation, and saved as teacher.pt in the run folder. It is a
-training aid only: nothing of it is exported.
+validation or test images), with the same inputs the student sees (the CNV input codes q/128)
+and the same augmentation, and saved as teacher.pt in the run folder. It is a training aid
+only: nothing of it is exported.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ TEACHER_FORMAT = 1
 # common middle). The term is multiplied by T^2 so its gradients keep the scale of a T = 1 loss.
 TEMPERATURE = 4.0
 
-# Teacher recipe: SGD with Nesterov momentum, cosine decay, weight decay - the usual recipe of
-# small float CNNs on CIFAR-sized images; cross-entropy on hard labels.
+# Teacher recipe: SGD with Nesterov momentum and weight decay, a one-cycle schedule (15 % warm-up,
+# then cosine decay) - the usual recipe of small float CNNs on CIFAR-sized images; cross-entropy
+# on hard labels.
 TEACHER_LR = 0.05
 TEACHER_MOMENTUM = 0.9
 TEACHER_WEIGHT_DECAY = 5e-4
@@ -71,30 +72,15 @@ class PhotoTeacher(nn.Module):
         return self.net(x)
 
 
-class DigitTeacher(nn.Module):
-    """A small float CNN on the 28x28 input bits. LFC's own geometry in float (an MLP) is barely
-    better than its binarized self on MNIST; a CNN sees the strokes' neighbourhoods and is."""
-
-    def __init__(self, num_classes: int, side: int = 28):
-        super().__init__()
-        self.side = side
-
-        def stage(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-
-        self.net = nn.Sequential(*stage(1, 32), *stage(32, 64), *stage(64, 128), nn.Flatten(),
-                                 nn.Linear(128 * (side // 8) ** 2, 256, bias=False), nn.BatchNorm1d(256),
-                                 nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(256, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(-1, 1, self.side, self.side))
-
-
 def build_teacher(network: NetworkSpec, num_classes: int) -> nn.Module:
-    if network.is_cnv:
-        return PhotoTeacher(network, num_classes)
-    return DigitTeacher(num_classes, side=network.input_height)
+    """The teacher for a network that distillation applies to (trainer.check_loss: cnvW1A1).
+
+    LFC had a small float CNN as its teacher (commit 503e39a); it taught the float ranking but
+    cost the board's output bits 0.9 points on MNIST (README: Training), so LFC is refused.
+    """
+    if not network.is_cnv:
+        raise ValueError(f"no teacher for {network.name}: distillation is for CNV networks")
+    return PhotoTeacher(network, num_classes)
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, log_scale: torch.Tensor,
