@@ -39,6 +39,7 @@ def run_one(name: str, args) -> dict:
                                      rotate=args.rotate, jitter=args.jitter,
                                      precision=args.precision, keep=args.keep, ema=args.ema,
                                      distill=args.distill, teacher_epochs=args.teacher_epochs,
+                                     teacher=str(args.teacher.resolve()) if args.teacher else None,
                                      valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--distill", type=float, default=0.0,
                         help="weight of the distillation term from a float teacher (0: off)")
     parser.add_argument("--teacher-epochs", type=int, help="epochs of the float teacher (default: the recipe's)")
+    parser.add_argument("--teacher", type=Path, help="teacher.pt of an earlier run on the same split")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")

@@ -202,3 +202,31 @@ def test_teacher_loader_refuses_another_network(tmp_path):
     loaded, info = teacher_module.load_teacher(tmp_path / "teacher.pt", get_network("cnvW1A1"), 3,
                                                torch.device("cpu"))
     assert info == {} and not loaded.training
+
+
+def test_a_reused_teacher_trains_the_same_student_and_another_split_is_refused(tmp_path, monkeypatch):
+    folder = make_image_folder(tmp_path / "colours", per_class=8)
+    common = dict(epochs=2, batch_size=8, distill=1.0, teacher_epochs=3)
+    first = run_training(TrainConfig.from_recipe(str(folder), "cnvW1A1", **common), out=tmp_path / "first",
+                         device="cpu", log=quiet, progress=False)
+
+    def no_teacher_training(*args, **kwargs):
+        raise AssertionError("--teacher must be used, not a new teacher trained")
+
+    monkeypatch.setattr(trainer, "train_teacher", no_teacher_training)
+    given = tmp_path / "first" / "teacher.pt"
+    second = run_training(TrainConfig.from_recipe(str(folder), "cnvW1A1", teacher=str(given), **common),
+                          out=tmp_path / "second", device="cpu", log=quiet, progress=False)
+    assert (tmp_path / "second" / "teacher.pt").read_bytes() == given.read_bytes()  # kept for --resume
+    with np.load(first.npz) as a, np.load(second.npz) as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+    # another seed draws another validation split: the teacher may have trained on its images
+    before = {p.name for p in tmp_path.iterdir()}
+    for args, words in ((["--seed", "2", "--distill", "1", "--teacher", str(given)], ("--teacher", "other training images")),
+                        (["--valid-fraction", "0.3", "--distill", "1", "--teacher", str(given)], ("other training images",)),
+                        (["--distill", "1", "--teacher", str(tmp_path / "none.pt")], ("--teacher", "no such file")),
+                        (["--teacher", str(given)], ("--teacher", "--distill"))):
+        assert_user_error(train(tmp_path, None, str(folder), *args, "--out", "run"), *words)
+    assert_nothing_written(tmp_path, before)

@@ -86,6 +86,10 @@ def _explicit(ctx: click.Context) -> set[str]:
                    "better on CUCUMBER-9, see the README's Training section).")
 @click.option("--teacher-epochs", type=click.IntRange(min=1), default=None,
               help="Epochs of the float teacher with --distill. Default: 60.")
+@click.option("--teacher", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --distill: use this teacher.pt of an earlier run instead of training a new "
+                   "teacher. It must come from a run on the same training images (same dataset, "
+                   "--seed and --valid-fraction), which is checked.")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
@@ -96,7 +100,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
           valid_fraction, augment, vflip, rotate, jitter, hidden_dropout, loss, precision, keep,
-          ema, distill, teacher_epochs, limit, test_limit, threads, as_json):
+          ema, distill, teacher_epochs, teacher, limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -144,7 +148,9 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
                                      augment=augment, vflip=vflip, rotate=rotate, jitter=jitter,
                                      hidden_dropout=hidden_dropout, loss=loss, seed=seed,
                                      precision=precision, keep=keep, ema=ema, distill=distill,
-                                     teacher_epochs=teacher_epochs, valid_fraction=valid_fraction,
+                                     teacher_epochs=teacher_epochs,
+                                     teacher=str(teacher.resolve()) if teacher else None,
+                                     valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)
 

@@ -15,6 +15,7 @@ only: nothing of it is exported.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import time
@@ -151,6 +152,16 @@ def train_teacher(network: NetworkSpec, num_classes: int, epochs: int, batch_siz
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher, history
+
+
+def split_fingerprint(train_x: torch.Tensor, train_y: torch.Tensor) -> str:
+    """sha256 of a run's training split (images and labels, in order). A teacher is only reused
+    (--teacher) by a run with the same split: one trained on other images may have seen this
+    run's validation images, and the best-epoch choice would no longer be a fair one."""
+    digest = hashlib.sha256()
+    for tensor in (train_x, train_y):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_teacher(path, teacher: nn.Module, info: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from bnnctl import __version__
 from bnnctl.errors import BnnctlError
-from bnnctl.fsutil import atomic_write_text
+from bnnctl.fsutil import atomic_write_bytes, atomic_write_text
 from bnnctl.topology import NetworkSpec, get_network
 from bnnctl.train.averaging import WeightAverage
 from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -44,6 +44,7 @@ from bnnctl.train.teacher import (
     distillation_loss,
     load_teacher,
     save_teacher,
+    split_fingerprint,
     teacher_outputs,
     train_teacher,
 )
@@ -77,6 +78,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of the weight average that is validated and exported; 0: off
     distill: float = 0.0  # weight of the distillation term (teacher.py); 0: no teacher
     teacher_epochs: int = 0  # epochs of the float teacher (with distill)
+    teacher: str | None = None  # teacher.pt of another run on the same split, instead of training one
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
@@ -110,7 +112,7 @@ class TrainConfig:
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
                    "augment", "vflip", "rotate", "jitter", "hidden_dropout", "loss", "precision",
-                   "keep", "ema", "distill", "teacher_epochs", "limit", "test_limit")
+                   "keep", "ema", "distill", "teacher_epochs", "teacher", "limit", "test_limit")
 
 
 @dataclass
@@ -215,6 +217,8 @@ def check_choices(config: "TrainConfig", device: torch.device) -> None:
         raise BnnctlError(f"--distill {config.distill}: expected a weight >= 0 (e.g. 1), or 0 for no teacher")
     if config.distill and config.teacher_epochs < 1:
         raise BnnctlError(f"--teacher-epochs {config.teacher_epochs}: expected at least 1")
+    if config.teacher and not config.distill:
+        raise BnnctlError("--teacher: goes with --distill WEIGHT (the teacher is only used for distillation)")
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise BnnctlError("--precision bf16: this GPU has no bfloat16 support; use --precision fp32")
 
@@ -425,12 +429,17 @@ class Run:
     # -- teacher (--distill) -------------------------------------------------------------------
 
     def prepare_teacher(self) -> None:
-        """Load the run's teacher.pt, or train the teacher and save it there (teacher.py)."""
+        """Load the run's teacher.pt (or --teacher's, copied there), or train the teacher and save
+        it there (teacher.py)."""
         path = self.out / TEACHER_NAME
         classes = len(self.data.classes)
+        if not path.is_file() and self.config.teacher:
+            given = Path(self.config.teacher)
+            load_split_teacher(given, self.spec, self.data, self.device, f"--teacher {given}")
+            atomic_write_bytes(path, given.read_bytes())  # --resume finds it in the run folder
         if path.is_file():
-            self.teacher, self.teacher_info = load_teacher(path, self.spec, classes, self.device)
-            self.log(f"teacher: loaded {path}")
+            self.teacher, self.teacher_info = load_split_teacher(path, self.spec, self.data, self.device, str(path))
+            self.log(f"teacher: loaded {self.config.teacher or path}")
         else:
             cfg = self.config
             self.log(f"training the float teacher ({cfg.teacher_epochs} epochs) for distillation")
@@ -442,6 +451,7 @@ class Run:
             test = self._teacher_error(*self.test_tensors)
             self.teacher_info = {"model": type(self.teacher).__name__, "epochs": cfg.teacher_epochs,
                                  "valid_error": valid, "test_error": test,
+                                 "split": split_fingerprint(self.train_x, self.train_y),
                                  "seconds": round(time.time() - t0, 1), "history": history}
             save_teacher(path, self.teacher, self.teacher_info)
             self.log(f"teacher: validation error {100 * valid:.2f} %, test error {100 * test:.2f} % "
@@ -618,7 +628,7 @@ class Run:
                                                 self.device)
         if self.teacher_info is None:
             return None
-        return {k: v for k, v in self.teacher_info.items() if k != "history"}
+        return {k: v for k, v in self.teacher_info.items() if k not in ("history", "split")}
 
 
 def _check_resume_config(config: TrainConfig, stored: dict[str, Any], explicit: set[str]) -> TrainConfig:
@@ -631,6 +641,20 @@ def _check_resume_config(config: TrainConfig, stored: dict[str, Any], explicit: 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     kept = {k: stored.get(k, defaults[k]) for k in FIXED_ON_RESUME}
     return TrainConfig(**{**asdict(config), **kept})
+
+
+def load_split_teacher(path: Path, spec: NetworkSpec, data: TrainingData, device: torch.device,
+                       what: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A saved teacher of this network, refused unless it was trained on this run's training split
+    (`what` names it in errors: the option or the file)."""
+    if not path.is_file():
+        raise BnnctlError(f"{what}: no such file (expected the teacher.pt of an earlier --distill run)")
+    teacher, info = load_teacher(path, spec, len(data.classes), device)
+    if info.get("split") != split_fingerprint(data.train_x, data.train_y):
+        raise BnnctlError(f"{what}: trained on other training images (dataset, --seed, --valid-fraction "
+                          "or --limit differ), so it may have seen this run's validation images; use a "
+                          "teacher from a run with the same options")
+    return teacher, info
 
 
 def run_training(config: TrainConfig, out: Path | None = None, device: str = "auto", resume: bool = False,
@@ -652,6 +676,8 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
     check_choices(config, torch_device)
     # Data errors are reported before anything is written (nothing half-done on bad input).
     data = load_training_data(config, spec)
+    if config.teacher and not resume:  # before anything is written
+        load_split_teacher(Path(config.teacher), spec, data, torch_device, f"--teacher {config.teacher}")
     _prepare_out_dir(out, resume)
     run = Run(config, out, torch_device, data, log, progress)
     if stored is not None:
