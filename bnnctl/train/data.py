@@ -39,6 +39,19 @@ class TrainingData:
         return lfc_values(self.test_pixels)
 
 
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator,
+                     device: torch.device) -> list[torch.Tensor]:
+    """One epoch's batches of training-image indices, in a random order drawn from `generator`.
+
+    Batch-norm cannot take training statistics of one image (CNV conv 5 is 1x1), so a last batch
+    of one is dropped; that image is trained on in other epochs, as every epoch reshuffles.
+    """
+    order = torch.randperm(count, generator=generator).to(device)
+    if len(order) % batch_size == 1:
+        order = order[:-1]
+    return list(order.split(batch_size))
+
+
 def _check_dataset_name(dataset: str) -> str:
     """Known name -> its topology; a folder -> 'folder'; anything else is a user error."""
     from bnnctl.data import datasets

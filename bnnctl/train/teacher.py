@@ -28,6 +28,7 @@ from torch import nn
 from bnnctl.errors import BnnctlError
 from bnnctl.fsutil import atomic_write_bytes
 from bnnctl.topology import NetworkSpec
+from bnnctl.train.data import shuffled_batches
 
 TEACHER_NAME = "teacher.pt"
 TEACHER_FORMAT = 1
@@ -101,8 +102,7 @@ def teacher_outputs(teacher: nn.Module, x: torch.Tensor, batch: int = 500) -> to
     """Teacher logits for network inputs x (eval mode, no gradient), in batches."""
     teacher.eval()
     with torch.no_grad():
-        return torch.cat([teacher(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
-            torch.zeros(0)
+        return torch.cat([teacher(part) for part in x.split(batch)])
 
 
 def train_teacher(network: NetworkSpec, num_classes: int, epochs: int, batch_size: int, seed: int,
@@ -127,13 +127,9 @@ def train_teacher(network: NetworkSpec, num_classes: int, epochs: int, batch_siz
     for epoch in range(1, epochs + 1):
         t0 = time.time()
         generator = epoch_generator(seed + TEACHER_SEED_OFFSET, epoch)
-        order = torch.randperm(len(train_y), generator=generator).to(device)
-        if len(order) % batch_size == 1:
-            order = order[:-1]  # batch-norm needs two images (see the student's epochs)
         teacher.train()
         total = correct = seen = 0
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in shuffled_batches(len(train_y), batch_size, generator, device):
             x = make_inputs(train_x[idx], generator if augment else None)
             logits = teacher(x)
             loss = F.cross_entropy(logits, train_y[idx])

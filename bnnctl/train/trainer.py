@@ -32,7 +32,7 @@ from bnnctl.fsutil import atomic_write_bytes, atomic_write_text
 from bnnctl.topology import NetworkSpec, get_network
 from bnnctl.train.averaging import WeightAverage
 from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from bnnctl.train.data import TrainingData, load_training_data
+from bnnctl.train.data import TrainingData, load_training_data, shuffled_batches
 from bnnctl.train.export import save_archive
 from bnnctl.train.hwtest import HardwareResult, hardware_error
 from bnnctl.train.inputs import augment, cnv_code_table, cnv_values, shift_digits
@@ -166,9 +166,10 @@ LOSSES = {"hinge": squared_hinge, "cross-entropy": cross_entropy}  # keys: recip
 
 
 def check_loss(config: "TrainConfig", spec: NetworkSpec) -> None:
-    """Cross-entropy and distillation only rank the scores; the board decides by rank alone for popcount CNV
-    scores (W1A1). LFC's board reads the signs of its output bits and signed CNV scores need the
-    top one > 0 (spec §4.4), which the hinge's per-class targets train and a softmax does not."""
+    """Cross-entropy and distillation only rank the scores; the board decides by rank alone for
+    popcount CNV scores (W1A1). LFC's board reads the signs of its output bits and signed CNV
+    scores need the top one > 0 (spec §4.4), which the hinge's per-class targets train and a
+    softmax does not."""
     if config.loss not in LOSSES:
         raise BnnctlError(f"--loss: expected one of {', '.join(LOSSES)}, got {config.loss!r}")
     if config.loss != "hinge" and spec.output_kind != "popcounts":
@@ -434,9 +435,9 @@ class Run:
         path = self.out / TEACHER_NAME
         classes = len(self.data.classes)
         if not path.is_file() and self.config.teacher:
-            given = Path(self.config.teacher)
-            load_split_teacher(given, self.spec, self.data, self.device, f"--teacher {given}")
-            atomic_write_bytes(path, given.read_bytes())  # --resume finds it in the run folder
+            # checked by run_training before anything was written, and again below as the copy;
+            # the copy is what --resume finds
+            atomic_write_bytes(path, Path(self.config.teacher).read_bytes())
         if path.is_file():
             self.teacher, self.teacher_info = load_split_teacher(path, self.spec, self.data, self.device, str(path))
             self.log(f"teacher: loaded {self.config.teacher or path}")
@@ -488,19 +489,13 @@ class Run:
 
         cfg = self.config
         generator = epoch_generators(cfg.seed, self.epoch + 1)
-        order = torch.randperm(len(self.train_y), generator=generator).to(self.device)
-        if len(order) % cfg.batch_size == 1:
-            # Batch-norm cannot take training statistics of one image (CNV conv 5 is 1x1); the
-            # straggler is trained on in other epochs, as the order is reshuffled every epoch.
-            order = order[:-1]
-        batches = math.ceil(len(order) / cfg.batch_size)
+        batches = shuffled_batches(len(self.train_y), cfg.batch_size, generator, self.device)
         self.model.train()
         total, seen = 0.0, 0
-        bar = tqdm(total=batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
+        bar = tqdm(total=len(batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
                    leave=False, disable=not self.progress, dynamic_ncols=True)
         try:
-            for start in range(0, len(order), cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
+            for idx in batches:
                 x = self.inputs(self.train_x[idx], generator if cfg.augment else None)
                 extra = self.distill_term(x, idx) if cfg.distill else None
                 loss = train_step(self.model, self.optimizer, self.loss_fn, x, self.train_y[idx], cfg,
