@@ -230,3 +230,21 @@ def test_a_reused_teacher_trains_the_same_student_and_another_split_is_refused(t
                         (["--teacher", str(given)], ("--teacher", "--distill"))):
         assert_user_error(train(tmp_path, None, str(folder), *args, "--out", "run"), *words)
     assert_nothing_written(tmp_path, before)
+
+
+def test_resuming_a_finished_distilled_run_keeps_the_teacher_figures(tmp_path, monkeypatch):
+    folder = make_image_folder(tmp_path / "colours", per_class=6)
+    config = TrainConfig.from_recipe(str(folder), "cnvW1A1", epochs=1, batch_size=8, distill=1.0,
+                                     teacher_epochs=1)
+    first = run_training(config, out=tmp_path / "run", device="cpu", log=quiet, progress=False)
+    before = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))["teacher"]
+
+    def no_teacher_needed(*args, **kwargs):
+        raise AssertionError("no epoch is left to train: the teacher is not needed")
+
+    monkeypatch.setattr(trainer, "load_teacher", no_teacher_needed)
+    monkeypatch.setattr(trainer, "train_teacher", no_teacher_needed)
+    again = run_training(config, out=tmp_path / "run", device="cpu", resume=True, log=quiet, progress=False)
+    # the figures come back with the run's checkpoint, in the result and in metrics.json
+    assert again.teacher == first.teacher
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))["teacher"] == before

@@ -409,6 +409,7 @@ class Run:
                 "scheduler": self.scheduler.state_dict(), "history": self.history,
                 "best": self.best,
                 "average": self.average.state_dict() if self.average else None,
+                "teacher_info": self.teacher_info,
                 "distill_log_scale": None if self.distill_log_scale is None else self.distill_log_scale.detach().cpu()}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -426,6 +427,7 @@ class Run:
         if self.distill_log_scale is not None:
             with torch.no_grad():
                 self.distill_log_scale.copy_(state["distill_log_scale"])
+        self.teacher_info = state.get("teacher_info")  # the teacher itself is loaded when training goes on
 
     # -- teacher (--distill) -------------------------------------------------------------------
 
@@ -617,10 +619,6 @@ class Run:
                          teacher=self._teacher_summary())
 
     def _teacher_summary(self) -> dict[str, Any] | None:
-        if self.teacher_info is None and self.config.distill and (self.out / TEACHER_NAME).is_file():
-            # a run resumed after its last epoch never loaded the teacher
-            _, self.teacher_info = load_teacher(self.out / TEACHER_NAME, self.spec, len(self.data.classes),
-                                                self.device)
         if self.teacher_info is None:
             return None
         return {k: v for k, v in self.teacher_info.items() if k not in ("history", "split")}
