@@ -90,6 +90,14 @@ def _explicit(ctx: click.Context) -> set[str]:
               help="With --distill: use this teacher.pt of an earlier run instead of training a new "
                    "teacher. It must come from a run on the same training images (same dataset, "
                    "--seed and --valid-fraction), which is checked.")
+@click.option("--init-from", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="FOLDER",
+              help="Start from the network in this parameter folder (e.g. BNN-PYNQ's "
+                   "bnn/params/cifar10/cnvW1A1) instead of random weights: its weights and "
+                   "thresholds become the starting point, batch-norm statistics are measured on "
+                   "this run's training images. With other classes than the folder's, the output "
+                   "layer starts from random weights (transfer learning). Must be a folder of "
+                   "--network.")
 @click.option("--limit", type=click.IntRange(min=1), hidden=True,
               help="Test/debug only: use the first N training images (and N test images).")
 @click.option("--test-limit", type=click.IntRange(min=1), hidden=True,
@@ -100,7 +108,7 @@ def _explicit(ctx: click.Context) -> set[str]:
 @click.pass_context
 def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, resume, seed,
           valid_fraction, augment, vflip, rotate, jitter, hidden_dropout, loss, precision, keep,
-          ema, distill, teacher_epochs, teacher, limit, test_limit, threads, as_json):
+          ema, distill, teacher_epochs, teacher, init_from, limit, test_limit, threads, as_json):
     """Train a binarized network on DATASET and export it for BNN-PYNQ.
 
     \b
@@ -125,6 +133,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
       bnnctl train mnist --epochs 20 --device cuda
       bnnctl train ./my-photos --network cnvW1A2 --out runs/photos
       bnnctl train cucumber9 --out runs/photos --resume
+      bnnctl train cucumber9 --init-from bnn/params/cifar10/cnvW1A1 --lr 0.002
     """
     try:
         import torch
@@ -150,6 +159,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
                                      precision=precision, keep=keep, ema=ema, distill=distill,
                                      teacher_epochs=teacher_epochs,
                                      teacher=str(teacher.resolve()) if teacher else None,
+                                     init_from=str(init_from.resolve()) if init_from else None,
                                      valid_fraction=valid_fraction,
                                      data_dir=str(data_dir) if data_dir else None, limit=limit,
                                      test_limit=test_limit)
@@ -172,7 +182,7 @@ def train(ctx, dataset, network, epochs, batch_size, lr, device, data_dir, out, 
         "hardware_test_error": result.hw_test_error, "float_test_error": result.float_test_error,
         "compared": {name: test.as_dict() for name, test in result.compared.items()},
         "rule": result.rule, "train_seconds": round(result.seconds, 1),
-        "teacher": result.teacher,
+        "teacher": result.teacher, "init_from": result.init_from,
     }
     if as_json:
         emit_json(summary)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from bnnctl import __version__
 from bnnctl.errors import BnnctlError
 from bnnctl.fsutil import atomic_write_bytes, atomic_write_text
+from bnnctl.model import BinarizedNetwork
 from bnnctl.topology import NetworkSpec, get_network
 from bnnctl.train.averaging import WeightAverage
 from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -48,6 +49,8 @@ from bnnctl.train.teacher import (
     teacher_outputs,
     train_teacher,
 )
+from bnnctl.train.warmstart import CALIBRATION_IMAGES, load_folder_network, warm_start
+
 
 EVAL_BATCH = 500
 
@@ -79,6 +82,7 @@ class TrainConfig:
     distill: float = 0.0  # weight of the distillation term (teacher.py); 0: no teacher
     teacher_epochs: int = 0  # epochs of the float teacher (with distill)
     teacher: str | None = None  # teacher.pt of another run on the same split, instead of training one
+    init_from: str | None = None  # parameter folder whose network is the starting point (warmstart.py)
     data_dir: str | None = None
     limit: int | None = None  # test-only: use the first N training images
     test_limit: int | None = None  # test-only: use the first N test images (default: limit)
@@ -112,7 +116,8 @@ class TrainConfig:
 # would no longer be the one the checkpoint started (data split, schedule, model size).
 FIXED_ON_RESUME = ("dataset", "network", "epochs", "batch_size", "lr", "seed", "valid_fraction",
                    "augment", "vflip", "rotate", "jitter", "hidden_dropout", "loss", "precision",
-                   "keep", "ema", "distill", "teacher_epochs", "teacher", "limit", "test_limit")
+                   "keep", "ema", "distill", "teacher_epochs", "teacher", "init_from", "limit",
+                   "test_limit")
 
 
 @dataclass
@@ -148,6 +153,7 @@ class RunResult:
     # the best-validation and the last epoch's test figures, whichever was kept (for comparison)
     compared: dict[str, EpochTest] = field(default_factory=dict)
     teacher: dict[str, Any] | None = None  # with --distill: the float teacher's figures
+    init_from: dict[str, Any] | None = None  # with --init-from: what was imported (warmstart.py)
 
 
 def squared_hinge(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -366,7 +372,9 @@ class Run:
     """State of one run; `train()` does the epochs, `finish()` exports and tests."""
 
     def __init__(self, config: TrainConfig, out: Path, device: torch.device, data: TrainingData,
-                 log: Callable[[str], None], progress: bool):
+                 log: Callable[[str], None], progress: bool, start: BinarizedNetwork | None = None):
+        """`start`: the --init-from folder's network, loaded into the model (a new run only;
+        a resumed one gets its weights from the checkpoint)."""
         self.config = config
         self.out = out
         self.device = device
@@ -376,8 +384,15 @@ class Run:
         self.spec = get_network(config.network)
         self.loss_fn = LOSSES[config.loss]
         self.npz = out / f"{config.dataset_label}-{config.network}.npz"
+        self.inputs = Inputs(self.spec, device, vflip=config.vflip, rotate=config.rotate,
+                             jitter=config.jitter)
         torch.manual_seed(config.seed)  # model initialisation
         self.model = BnnModel(self.spec, len(data.classes), hidden_dropout=config.hidden_dropout).to(device)
+        self.init_info: dict[str, Any] | None = None
+        if start is not None:
+            calibration = self.inputs(data.train_x[:CALIBRATION_IMAGES].to(device), None)
+            self.init_info = warm_start(self.model, start, config.init_from, data.classes,
+                                        calibration).as_dict()
         # --distill: the distillation term's own score scale (teacher.distillation_loss), trained
         # with the weights but never exported. Without it the optimizer is built exactly as
         # before, so runs without --distill repeat earlier runs bit for bit.
@@ -391,8 +406,6 @@ class Run:
         # Cosine decay to zero, stepped once per epoch (recipe.py).
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
         self.average = WeightAverage(self.model, config.ema) if config.ema else None
-        self.inputs = Inputs(self.spec, device, vflip=config.vflip, rotate=config.rotate,
-                             jitter=config.jitter)
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "valid_error": math.inf, "state": None}
@@ -409,7 +422,7 @@ class Run:
                 "scheduler": self.scheduler.state_dict(), "history": self.history,
                 "best": self.best,
                 "average": self.average.state_dict() if self.average else None,
-                "teacher_info": self.teacher_info,
+                "teacher_info": self.teacher_info, "init_info": self.init_info,
                 "distill_log_scale": None if self.distill_log_scale is None else self.distill_log_scale.detach().cpu()}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -428,6 +441,7 @@ class Run:
             with torch.no_grad():
                 self.distill_log_scale.copy_(state["distill_log_scale"])
         self.teacher_info = state.get("teacher_info")  # the teacher itself is loaded when training goes on
+        self.init_info = state.get("init_info")
 
     # -- teacher (--distill) -------------------------------------------------------------------
 
@@ -564,6 +578,8 @@ class Run:
         }
         if self.teacher_info is not None:
             metrics["teacher"] = self.teacher_info
+        if self.init_info is not None:
+            metrics["init_from"] = self.init_info
         if final:
             metrics["test"] = final
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -616,7 +632,7 @@ class Run:
                          test_split=self.data.test_split, rule=hw.rule,
                          epochs_run=self.epoch, seconds=seconds, device=str(self.device),
                          classes=list(self.data.classes), history=self.history, compared=compared,
-                         teacher=self._teacher_summary())
+                         teacher=self._teacher_summary(), init_from=self.init_info)
 
     def _teacher_summary(self) -> dict[str, Any] | None:
         if self.teacher_info is None:
@@ -671,8 +687,15 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
     data = load_training_data(config, spec)
     if config.teacher and not resume:  # before anything is written
         load_split_teacher(Path(config.teacher), spec, data, torch_device, f"--teacher {config.teacher}")
+    start = None
+    if config.init_from and not resume:  # before anything is written
+        start = load_folder_network(config.init_from, config.network)
     _prepare_out_dir(out, resume)
-    run = Run(config, out, torch_device, data, log, progress)
+    run = Run(config, out, torch_device, data, log, progress, start=start)
+    if run.init_info is not None:
+        what = "all layers" if run.init_info["output_layer"] == "imported" else \
+            f"all but the output layer (the folder has classes {', '.join(start.classes)})"
+        log(f"starting from {config.init_from}: {what}")
     if stored is not None:
         run.restore(stored)
         log(f"resuming {out} after epoch {run.epoch}/{config.epochs}")
