@@ -40,6 +40,7 @@ def run_one(name: str, args) -> dict:
                                      precision=args.precision, keep=args.keep, ema=args.ema,
                                      distill=args.distill, teacher_epochs=args.teacher_epochs,
                                      teacher=str(args.teacher.resolve()) if args.teacher else None,
+                                     init_from=str(args.init_from.resolve()) if args.init_from else None,
                                      valid_fraction=VALID_FRACTION)
     label = f"{name}-{args.tag}" if args.tag else name
     out = args.resume or HERE / "logs" / "runs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -57,7 +58,7 @@ def run_one(name: str, args) -> dict:
         "rotate": config.rotate, "jitter": config.jitter,
         "hidden_dropout": config.hidden_dropout, "loss": config.loss,
         "precision": config.precision, "keep": config.keep, "ema": config.ema, "kept_epoch": result.kept_epoch,
-        "distill": config.distill, "teacher": result.teacher,
+        "distill": config.distill, "teacher": result.teacher, "init_from": result.init_from,
         "tag": args.tag,
         "wall_seconds": round(wall, 1), "resumed": bool(args.resume), "train_seconds": round(result.seconds, 1),
         "seconds_per_epoch": round(result.seconds / max(result.epochs_run, 1), 2),
@@ -109,6 +110,8 @@ def main() -> None:
                         help="weight of the distillation term from a float teacher (0: off)")
     parser.add_argument("--teacher-epochs", type=int, help="epochs of the float teacher (default: the recipe's)")
     parser.add_argument("--teacher", type=Path, help="teacher.pt of an earlier run on the same split")
+    parser.add_argument("--init-from", type=Path,
+                        help="parameter folder whose network is the starting point (e.g. BNN-PYNQ's cifar10/cnvW1A1)")
     parser.add_argument("--tag", help="name of a recipe variant: results go to train-<benchmark>-<tag>.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (1 for background runs on a shared machine)")

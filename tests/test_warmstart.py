@@ -80,6 +80,31 @@ def test_unfold_inverts_the_converter_for_every_network(tmp_path, name):
     assert_same_files(back, folder)
 
 
+@pytest.mark.parametrize("name", ["cnvW1A1", "cnvW1A2", "lfcW1A1"])
+def test_unfold_keeps_edge_thresholds(tmp_path, name):
+    """Values trained folders rarely hold: negative popcount thresholds (the neuron always fires;
+    the converter truncates toward zero, so their switch point sits on the other side) and
+    equal A2 thresholds (a row that jumps from -1 to +1)."""
+    folder = synthetic_folder(tmp_path, name, ["a", "b", "c"])
+    network = read_params_folder(folder, name)
+    edited = []
+    for layer, stored in zip(network.spec.layers, network.layers):
+        if stored.thresholds is None:
+            continue
+        if layer.input == "xnor":
+            stored.thresholds[:3, 0] = [-1, -7, 0]  # rows 0-2 exist in every layer (3 classes)
+        elif layer.activation_bits == 2:
+            stored.thresholds[:3] = stored.thresholds[:3, :1]  # both steps at the lower one
+        edited.append(layer.index)
+    assert edited
+    back = build_network(network.spec, unfold_network(network), network.classes)
+    for layer, want, got in zip(network.spec.layers, network.layers, back.layers):
+        if want.thresholds is not None:
+            np.testing.assert_array_equal(got.thresholds, want.thresholds, err_msg=f"layer {layer.index}")
+    model, _ = loaded_model(network, random_pixels(network.spec, 64, seed=2))
+    assert_computes_the_folder(model, network, random_pixels(network.spec, 24, seed=3))
+
+
 def engine_outputs(network, pixels):
     _, run = get_engine()
     return run(network, encode_inputs(network, pixels))
