@@ -223,6 +223,8 @@ def test_train_from_a_folder_with_the_same_and_with_other_classes(tmp_path):
     assert run.code == 0, run.err
     result = run.json()
     assert result["init_from"]["output_layer"] == "imported"
+    assert 0 <= result["init_from"]["valid_error"] <= 1  # the starting point's own figure
+    assert "before training" in run.err
     assert result["init_from"]["folder"] == str(same.resolve())
     metrics = json.loads((tmp_path / "run-same" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["init_from"]["calibration_images"] > 0 and metrics["config"]["init_from"] == str(same.resolve())
@@ -231,7 +233,7 @@ def test_train_from_a_folder_with_the_same_and_with_other_classes(tmp_path):
     run = train(tmp_path, None, str(photos), "--epochs", "2", "--batch-size", "16", "--init-from", str(other),
                 "--out", "run-other")
     assert run.code == 0, run.err
-    assert run.json()["init_from"]["output_layer"] == "new"
+    assert run.json()["init_from"]["output_layer"] == "new" and "valid_error" not in run.json()["init_from"]
     # the imported start changes what is trained: a run without it ends elsewhere
     plain = train(tmp_path, None, str(photos), "--epochs", "2", "--batch-size", "16", "--out", "run-plain")
     assert plain.code == 0, plain.err

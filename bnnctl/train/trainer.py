@@ -693,8 +693,13 @@ def run_training(config: TrainConfig, out: Path | None = None, device: str = "au
     _prepare_out_dir(out, resume)
     run = Run(config, out, torch_device, data, log, progress, start=start)
     if run.init_info is not None:
-        what = "all layers" if run.init_info["output_layer"] == "imported" else \
-            f"all but the output layer (the folder has classes {', '.join(start.classes)})"
+        if run.init_info["output_layer"] == "imported":
+            # the starting point's own figure; low if the folder was trained on these images
+            valid = evaluate(run.model, run.inputs, run.valid_x, run.valid_y, board_rule=True)
+            run.init_info["valid_error"] = valid
+            what = f"all layers (validation error {100 * valid:.2f} % before training)"
+        else:
+            what = f"all but the output layer (the folder has classes {', '.join(start.classes)})"
         log(f"starting from {config.init_from}: {what}")
     if stored is not None:
         run.restore(stored)
