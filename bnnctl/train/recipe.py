@@ -19,6 +19,9 @@ gained nothing for twice the time, so the default stays 200 epochs without turns
 Distillation from a float teacher (--distill 1, bf16 steps, seed 1) ended at the same 70 test
 errors as without (67 against 72 on seed 2; 69 against 70 from a 200-epoch teacher), so it stays
 off; the float CNV itself reached 9.49 % after 60 epochs and 6.87 % after 200 (README, Training).
+The 400-epoch recipe with turns in fp32 ended at 58 / 54 errors (seeds 1 / 2; bf16: 52 / 55), and
+starting from BNN-PYNQ's CIFAR-10 weights (--init-from) at 60 against 66 (seed 1, LR 0.02) and 81
+against 85 (LR 0.005): no change of default from either.
 Full-length figures: benchmarks/train_accuracy.py -> benchmarks/results/train-*.json.
 """
 
