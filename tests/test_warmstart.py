@@ -198,16 +198,14 @@ def test_other_classes_import_the_feature_layers_only(tmp_path):
 
 
 def test_unrepresentable_folders_are_refused(tmp_path):
-    from bnnctl.convert.unfold import unfold_network as unfold
-
     network = read_params_folder(synthetic_folder(tmp_path, "cnvW2A2", ["a", "b"]), "cnvW2A2")
     network.layers[2].weights[0, 0] = -2
     with pytest.raises(BnnctlError, match="layer 2.*-2"):
-        unfold(network)
+        unfold_network(network)
     network = read_params_folder(synthetic_folder(tmp_path, "cnvW1A2", ["a", "b"], seed=4), "cnvW1A2")
     network.layers[3].thresholds[5] = [7, 3]
     with pytest.raises(BnnctlError, match="layer 3: row 5.*decreasing"):
-        unfold(network)
+        unfold_network(network)
 
 
 # --------------------------------------------------------------------------------------------

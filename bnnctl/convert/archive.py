@@ -121,3 +121,12 @@ def lasagne_to_matrix(layer: LayerSpec, weight: np.ndarray) -> np.ndarray:
     if layer.kind == "conv":
         return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
     return weight.T
+
+
+def matrix_to_lasagne(layer: LayerSpec, matrix: np.ndarray) -> np.ndarray:
+    """The inverse of `lasagne_to_matrix`: (rows, fan_in) in the hardware's column order ->
+    conv (out, in, k, k) from columns (ky*k + kx)*C + c; dense (n_in, n_out)."""
+    if layer.kind == "conv":
+        k, c = layer.kernel, layer.in_channels
+        return matrix.reshape(matrix.shape[0], k, k, c).transpose(0, 3, 1, 2)
+    return matrix.T

@@ -24,6 +24,19 @@ def threshold_steps(activation_bits: int) -> np.ndarray:
     return np.array([-1 + 2 * k / levels + 2.0 ** -1 for k in range(levels)]) if activation_bits > 1 else np.array([0.0])
 
 
+def threshold_scale(layer: LayerSpec) -> float:
+    """Units of one threshold step: CNV layer 0 thresholds carry 8 fraction bits (spec §3.3 F)."""
+    return 256.0 if layer.input == "fix8" else 1.0
+
+
+def offset_columns(layer: LayerSpec) -> int:
+    """Padded input columns that count as -1 in the accumulator, subtracted from the thresholds
+    (spec §3.3 step 1): every layer with W < 2 except binary-input W1A1 ones (only LFC-W1A2
+    layer 0 has any padding there)."""
+    binary_xnor = layer.weight_bits == 1 and layer.activation_bits == 1 and layer.input_bits == 1
+    return layer.pad_cols if (not binary_xnor and layer.weight_bits < 2) else 0
+
+
 def quantize_weights(matrix: np.ndarray, sign: np.ndarray, bits: int) -> np.ndarray:
     """Spec §3.2: rows are flipped by sign(gamma) before quantisation."""
     flipped = matrix * sign[:, None]
@@ -45,7 +58,7 @@ def fold_thresholds(layer: LayerSpec, p: LayerParams, sign: np.ndarray) -> np.nd
     """Batch-norm + step activation folded into integer thresholds, float64 (spec §3.3)."""
     f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731 - HEAD computes in float64
     mean, bias, beta, gamma, inv_std = map(f64, (p.mean, p.bias, p.beta, p.gamma, p.inv_std))
-    scale = 256.0 if layer.input == "fix8" else 1.0  # CNV layer 0 thresholds have 8 fraction bits
+    scale = threshold_scale(layer)
     s = sign[:, None]
     steps = threshold_steps(layer.activation_bits)[None, :]
     tau = (mean - bias)[:, None] + (steps - beta[:, None]) / (gamma * inv_std)[:, None]
@@ -82,9 +95,7 @@ def build_layer(layer: LayerSpec, p: LayerParams) -> BinarizedLayer:
     if layer.thresholds:
         values = np.full((layer.mh, layer.thresholds), float(PADDING_ROW_THRESHOLD))
         values[:rows] = fold_thresholds(layer, p, sign)
-        # Accumulator offset for padded input columns that count as -1 (spec §3.3 step 1).
-        if not (layer.weight_bits == 1 and layer.activation_bits == 1 and layer.input_bits == 1) and layer.weight_bits < 2:
-            values -= layer.pad_cols * (256 if layer.input == "fix8" else 1)
+        values -= offset_columns(layer) * threshold_scale(layer)
         if layer.input != "fix8":
             values = np.clip(values, INT16_MIN, INT16_MAX)  # saturation, spec §3.3 step 2
         elif np.any(np.abs(values) >= 2**62):

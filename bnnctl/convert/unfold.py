@@ -22,39 +22,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnnctl.convert.archive import LayerParams
+from bnnctl.convert.archive import LayerParams, matrix_to_lasagne
+from bnnctl.convert.quantize import offset_columns, threshold_scale
 from bnnctl.errors import DataError
 from bnnctl.model import BinarizedLayer, BinarizedNetwork
 from bnnctl.topology import LayerSpec
 
 
-def matrix_to_lasagne(layer: LayerSpec, matrix: np.ndarray) -> np.ndarray:
-    """(rows, fan_in) in the hardware's column order -> Lasagne's shape (archive.lasagne_to_matrix
-    inverted): conv (out, in, k, k) from columns (ky*k + kx)*C + c; dense (n_in, n_out)."""
-    if layer.kind == "conv":
-        k, c = layer.kernel, layer.in_channels
-        return matrix.reshape(matrix.shape[0], k, k, c).transpose(0, 3, 1, 2)
-    return matrix.T
-
-
-def _offset_columns(layer: LayerSpec) -> int:
-    """Padded columns whose -1 contribution the converter subtracted from the thresholds
-    (spec §3.3 step 1; only LFC-W1A2 layer 0 has any)."""
-    binary_xnor = layer.weight_bits == 1 and layer.activation_bits == 1 and layer.input_bits == 1
-    return layer.pad_cols if (not binary_xnor and layer.weight_bits < 2) else 0
-
-
 def switch_points(layer: LayerSpec, thresholds: np.ndarray) -> np.ndarray:
     """u_k per row and step (float64): where the float accumulator makes the board fire."""
     t = thresholds.astype(np.float64)
+    scale = threshold_scale(layer)
     if layer.input == "fix8":
-        return (t + 256 * _offset_columns(layer) + 0.5) / 256
+        return (t + scale * offset_columns(layer) + 0.5) / scale
     if layer.input == "xnor":
         # dot = 2*popcount - n has the parity of n, so 2T - n +- 0.5 are both exact switch
         # points. The side is chosen so that the converter's truncation toward zero gives T
         # back: floor(2T - n + 0.5) halves to T for T >= 0, 2T - n - 0.5 does for T < 0.
         return 2 * t - layer.fan_in + np.where(t >= 0, 0.5, -0.5)
-    return t + _offset_columns(layer) + 0.5
+    return t + offset_columns(layer) + 0.5
 
 
 def _unfold_layer(layer: LayerSpec, stored: BinarizedLayer, rows: int) -> LayerParams:
@@ -79,8 +65,7 @@ def _unfold_layer(layer: LayerSpec, stored: BinarizedLayer, rows: int) -> LayerP
                             f"({stored.thresholds[row].tolist()}); no batch-norm produces that")
         # Equal thresholds (the row jumps from -1 to +1): a spread of half a step keeps both
         # switch points between the same two accumulator values.
-        unit = 1 / 256 if layer.input == "fix8" else 1.0
-        spread = np.maximum(spread, unit / 2)
+        spread = np.maximum(spread, 0.5 / threshold_scale(layer))
         mean, gamma = (u[:, 0] + u[:, 1]) / 2, 1 / spread
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731 - the archive's dtype
     return LayerParams(weight=w, bias=zeros, beta=zeros.copy(), gamma=f32(gamma), mean=f32(mean),

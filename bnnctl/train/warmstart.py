@@ -68,8 +68,7 @@ def _set_linear(block: nn.Module, p: LayerParams) -> None:
         block.linear.weight.copy_(ALPHA[block.linear.weight_bits] * w)
 
 
-def _set_norm(bn: nn.Module, p: LayerParams, mean: torch.Tensor | None, var: torch.Tensor | None,
-              one_bit: bool) -> None:
+def _set_norm(block: nn.Module, p: LayerParams, mean: torch.Tensor | None, var: torch.Tensor | None) -> None:
     """y = gamma_u * (x - mean_u) (unfold's form) as a torch batch-norm with statistics
     (mean, var); without statistics the running ones are mean_u and 1 - eps (inv_std = 1).
 
@@ -77,6 +76,7 @@ def _set_norm(bn: nn.Module, p: LayerParams, mean: torch.Tensor | None, var: tor
     unit-scaled (gamma = 1), as a batch-norm trained from scratch is. The scale matters for
     training: the straight-through estimator passes gradients only where |y| <= 1, and in
     accumulator units (hundreds) almost no neuron would get one."""
+    bn = block.bn
     with torch.no_grad():
         if isinstance(bn, ScaleOnlyNorm):  # signed scores: y = x * scale, sign kept
             bn.running_var.fill_(1 - BN_EPS if var is None else float(var))
@@ -93,7 +93,7 @@ def _set_norm(bn: nn.Module, p: LayerParams, mean: torch.Tensor | None, var: tor
         if mean is None:
             mean, var = mean_u, torch.full_like(mean_u, 1 - BN_EPS)
         mean, var = mean.double(), var.double()
-        if one_bit:
+        if block.spec.activation_bits == 1:
             gamma_u = 1 / torch.sqrt(var + BN_EPS)
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
@@ -150,7 +150,7 @@ def warm_start(model: BnnModel, network: BinarizedNetwork, folder: str, classes:
     imported = [i for i in range(len(model.blocks)) if same_classes or not model.blocks[i].output]
     for i in imported:
         _set_linear(model.blocks[i], params[i])
-        _set_norm(model.blocks[i].bn, params[i], None, None, one_bit=False)
+        _set_norm(model.blocks[i], params[i], None, None)
     used = 0
     if calibration is not None and len(calibration):
         calibration = calibration[:CALIBRATION_IMAGES]
@@ -160,7 +160,6 @@ def warm_start(model: BnnModel, network: BinarizedNetwork, folder: str, classes:
         stats = _pre_activation_stats(model, imported, calibration)
         for i in imported:
             mean, var = stats[i]
-            _set_norm(model.blocks[i].bn, params[i], mean, var,
-                      one_bit=model.blocks[i].spec.activation_bits == 1)
+            _set_norm(model.blocks[i], params[i], mean, var)
     return WarmStart(folder=str(folder), network=network.spec.name, classes=list(network.classes),
                      output_layer="imported" if same_classes else "new", calibration_images=used)
