@@ -37,7 +37,8 @@ def measure(run_dir: Path, draws: int) -> dict:
     from bnnctl.topology import get_network
     from bnnctl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from bnnctl.train.data import load_training_data, shuffled_batches
-    from bnnctl.train.trainer import Run, TrainConfig, epoch_generators, evaluate
+    from bnnctl.train.layers import BN_MOMENTUM
+    from bnnctl.train.trainer import Run, TrainConfig, epoch_generators, evaluate, training_autocast
 
     stored = load_checkpoint(run_dir / CHECKPOINT_NAME)
     config = TrainConfig(**stored["config"])
@@ -48,6 +49,8 @@ def measure(run_dir: Path, draws: int) -> dict:
     run.restore(stored)
     model = run.model
     trained = copy.deepcopy(model.state_dict())
+    # torch batch-norms only: the A2 networks' ScaleOnlyNorm keeps a momentum scale that cannot
+    # change a sign-based decision, so it is left as trained
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def errors(state: dict) -> dict:
@@ -65,11 +68,12 @@ def measure(run_dir: Path, draws: int) -> dict:
         model.train()
         # draws far from the training epochs' generator seeds
         generator = epoch_generators(config.seed, 100_000 + draw)
-        with torch.no_grad():
+        # the run's own forward pass (bf16 runs measured their statistics under autocast)
+        with torch.no_grad(), training_autocast(config, device):
             for idx in shuffled_batches(len(run.train_y), config.batch_size, generator, device):
                 model(run.inputs(run.train_x[idx], generator if augmented else None))
         for norm in norms:
-            norm.momentum = 0.1
+            norm.momentum = BN_MOMENTUM
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     result = {"run_dir": str(run_dir), "epoch": run.epoch, "config": stored["config"],

@@ -24,8 +24,8 @@ starting from BNN-PYNQ's CIFAR-10 weights (--init-from) at 60 against 66 (seed 1
 against 85 (LR 0.005): no change of default from either.
 1000 epochs with turns (bf16, seed 1) ended at 74 errors (best validation epoch) / 56 (last):
 no better than 400. From frozen weights, redrawing the batch-norm statistics alone moves the
-test result over 10-17 images, and averaging them over a whole pass does not lower the mean
-(benchmarks/bn_statistics_noise.py), so Lasagne's momentum statistics stay.
+test result over 10-14 images, and averaging them over a whole pass lowers the mean by less
+than one image (benchmarks/bn_statistics_noise.py), so Lasagne's momentum statistics stay.
 Full-length figures: benchmarks/train_accuracy.py -> benchmarks/results/train-*.json.
 """
 
